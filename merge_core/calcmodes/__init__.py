@@ -1,0 +1,68 @@
+"""Calculation modes: one small pure function each, plus its declaration (SPEC §2).
+
+A calcmode function takes the aligned tensors of one key and its parameters and returns the merged tensor
+(any dtype: the executor casts to model A's), `a` itself for "unchanged", or `KEEP` for "unchanged and
+not adjusted" (trainDifference's B == C rule). It never modifies its inputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ..recipe import MODES
+
+KEEP = object()
+
+
+@dataclass(frozen=True)
+class KeyArgs:
+    key: str
+    alpha: float
+    beta: float
+    gamma: float
+    mode: str
+    old_calc: bool = False
+    stats: Any = None  # the result of the calcmode's pre-pass
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Calcmode:
+    name: str
+    fn: Callable
+    modes: tuple  # modes the calcmode is meant for (the UI offers it there)
+    reads_c: bool = False  # takes C itself, so add difference does no Stage-0 B − C
+    forced_mode: Optional[str] = None  # SuperMerger switches the mode to this one
+    uses_beta: bool = False  # β (and an MBW β list) apply whatever the mode
+    uses_gamma: bool = False
+    prepass: Optional[Callable] = None  # (iterable of (key, a, b)) -> stats, over `prepass_keys`
+    skip_key: Callable[[str], bool] = field(default=lambda key: False)  # keys left as A
+    parallel: bool = False  # expensive per key and single-threaded: run keys side by side
+    min_dim: int = 0  # tensors with fewer dimensions are left as A
+    check: Optional[Callable] = None  # (alpha, beta, gamma) -> problem text or None, checked per key at plan time
+
+
+CALCMODES: dict = {}
+
+
+def register(name: str, modes=MODES, **decl):
+    def wrap(fn):
+        CALCMODES[name] = Calcmode(name=name, fn=fn, modes=tuple(modes), **decl)
+        return fn
+    return wrap
+
+
+def get(name: str) -> Calcmode:
+    return CALCMODES[name]
+
+
+def allowed_modes(name: str) -> tuple:
+    return CALCMODES[name].modes
+
+
+from . import normal, cosine, train_difference, smooth, extract, tensor, self_modes  # noqa: E402,F401
+
+ORDER = ("normal", "cosineA", "cosineB", "trainDifference", "smoothAdd", "smoothAdd MT", "extract",
+         "tensor", "tensor2", "self", "plus random")
+assert tuple(sorted(CALCMODES)) == tuple(sorted(ORDER))
+CALCMODES = {name: CALCMODES[name] for name in ORDER}

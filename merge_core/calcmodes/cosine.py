@@ -1,0 +1,74 @@
+"""cosineA / cosineB (SPEC §2.2): per column, keep A where A and B agree more than the model does on
+average. A global pre-pass finds the range of similarities (1st–99th percentile) that k is scaled to."""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn.functional import cosine_similarity, normalize
+
+from . import register
+
+F32 = torch.float32
+
+
+@dataclass(frozen=True)
+class SimilarityRange:
+    low: float
+    high: float
+
+
+def prepass_key(key: str) -> bool:
+    """Keys the pre-pass reads: all of A's 'model' keys present in B, except the VAE's."""
+    return "model" in key and "first_stage_model" not in key
+
+
+def _magnitude(a, b):
+    # The whole-tensor cosine; a zero tensor gives 0 here where SuperMerger divides 0 by 0 (NaN).
+    denom = torch.norm(a) * torch.norm(b)
+    return torch.dot(a.reshape(-1), b.reshape(-1)) / denom.clamp_min(1e-8)
+
+
+def _similarity(a, b, normalised: bool, combined: bool):
+    a, b = a.to(F32), b.to(F32)
+    if normalised:
+        a, b = normalize(a, p=2, dim=0), normalize(b, p=2, dim=0)
+    s = cosine_similarity(a, b, dim=0)
+    return (s + _magnitude(a, b)) / 2.0 if combined else s
+
+
+def _trimmed_range(values: np.ndarray) -> SimilarityRange:
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return SimilarityRange(0.0, 1.0)
+    values = values[values >= np.percentile(values, 1, method="midpoint")]
+    values = values[values <= np.percentile(values, 99, method="midpoint")]
+    return SimilarityRange(float(values.min()), float(values.max()))
+
+
+def _prepass(normalised: bool):
+    def run(pairs):
+        parts = [_similarity(a, b, normalised, combined=not normalised).reshape(-1).double().numpy()
+                 for _key, a, b in pairs if a.dim() > 0]
+        return _trimmed_range(np.concatenate(parts) if parts else np.zeros(0))
+    return run
+
+
+def _cosine(normalised: bool):
+    def merge(a, b, c, p):
+        comb = _similarity(a, b, normalised, combined=True)
+        r = p.stats
+        span = r.high - r.low
+        k = (comb - r.low) / span if span else torch.zeros_like(comb)
+        k = (k - (abs(p.alpha) if normalised else p.alpha)).clip(min=0, max=1.0)
+        if p.old_calc:
+            return b * (1 - k) + a * k
+        return torch.lerp(b.to(F32), a.to(F32), k)
+    return merge
+
+
+def _skip_vae(key: str) -> bool:
+    return "first_stage_model" in key
+
+
+register("cosineA", modes=("weight_sum",), prepass=_prepass(True), skip_key=_skip_vae, min_dim=1)(_cosine(True))
+register("cosineB", modes=("weight_sum",), prepass=_prepass(False), skip_key=_skip_vae, min_dim=1)(_cosine(False))

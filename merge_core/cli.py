@@ -1,0 +1,178 @@
+"""Command line: `python -m merge_core {merge,demo,keys} …` (DESIGN "Command line")."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import MergeError, MergeInterrupted
+from .merge import SaveOptions, display_name, make_plan, merge_to_file, open_inputs
+from .naming import file_name
+from .plan import MERGE
+from .recipe import Recipe
+
+
+def _progress_bar(desc: str):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is a dependency, but a missing bar must not stop a merge
+        return None, lambda: None
+    bar = tqdm(total=0, desc=desc, unit="key", leave=False, disable=not sys.stderr.isatty())
+
+    def update(done, total, phase):
+        if bar.total != total:
+            bar.reset(total=total)
+        bar.set_description(phase)
+        bar.n = done
+        bar.refresh()
+    return update, bar.close
+
+
+def _read_recipe(path: str) -> Recipe:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise MergeError(f"recipe {path}", f"cannot be read ({e.strerror})") from None
+    try:
+        return Recipe.from_json(text)
+    except MergeError as e:
+        raise e.at(f"recipe {path}:") from None
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+
+
+def run_merge(recipe: Recipe, out: Path, options: SaveOptions, base_dir=None, quiet=False,
+              device: str = "cpu") -> Path:
+    inputs = open_inputs(recipe, base_dir, options.bake_vae)
+    try:
+        if out.is_dir():  # automatic name (SPEC §10.8)
+            plan = make_plan(recipe, inputs, options)
+            conv = "model.diffusion_model.input_blocks.0.0.weight"
+            channels = inputs.a.shape(conv)[1] if conv in inputs.a else None
+            out = out / file_name(display_name(recipe, plan), options.fp16, in_channels=channels)
+        update, close = _progress_bar("merge") if not quiet else (None, lambda: None)
+        try:
+            result = merge_to_file(recipe, inputs, out, options, progress=update, device=device)
+        finally:
+            close()
+    finally:
+        inputs.close()
+    if not quiet:
+        for note in result.notes:
+            print(f"note: {note}")
+        merged = sum(1 for s in result.plan.steps if s.action == MERGE)
+        print(f"{result.plan.family.label}, {result.plan.mode} / {recipe.calcmode}: merged {merged} of "
+              f"{len(result.plan.steps)} keys in {result.seconds:.1f} s")
+        print(f"wrote {out} ({_human(out.stat().st_size)})")
+    return out
+
+
+def cmd_merge(args) -> int:
+    recipe = _read_recipe(args.recipe)
+    if args.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise MergeError("--device cuda", "no CUDA device is available on this machine; use --device cpu")
+    options = SaveOptions(fp16=args.fp16, prune=args.prune, metadata=not args.no_metadata,
+                          reset_clip_ids=args.reset_clip_ids, bake_vae=args.bake_vae, overwrite=args.overwrite)
+    run_merge(recipe, Path(args.out), options, base_dir=Path(args.recipe).resolve().parent, device=args.device)
+    return 0
+
+
+def cmd_keys(args) -> int:
+    from .families import detect
+    from .plan import ModelInfo, _context_dim
+    from .sources import open_model
+
+    with open_model(args.model) as src:
+        info = ModelInfo.of(src)
+        family = detect(set(info.keys), f"model {args.model}", _context_dim(info))
+        counts = {}
+        rows = []
+        for key in info.keys:
+            if args.filter and args.filter not in key:
+                continue
+            ref = family.block_of(key)
+            block = ref.coarse if ref else "-"
+            counts[block] = counts.get(block, 0) + 1
+            fine = f"\t{ref.fine if ref else '-'}" if family.extended else ""
+            rows.append(f"{key}\t{block}{fine}\t{list(src.shape(key))}\t{str(src.dtype(key)).replace('torch.', '')}")
+        if args.blocks:
+            print(f"{family.label}: {len(info.keys)} keys")
+            for block in [*family.slots, "-"]:
+                if block in counts:
+                    print(f"{block}\t{counts[block]}")
+        else:
+            print("\n".join(rows))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .synthetic import layout_params, random_state_dict, sd1_layout, write_model
+
+    folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="supermerger-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    layout = sd1_layout(scale=1 / 8)
+    t0 = time.perf_counter()
+    for name, seed in (("model_a", 1), ("model_b", 2), ("model_c", 3)):
+        write_model(random_state_dict(layout, seed), folder / f"{name}.safetensors")
+    print(f"demo: three random SD1.5-layout models ({len(layout) + 2} keys, {layout_params(layout) / 1e6:.1f} M "
+          f"parameters each) in {folder} ({time.perf_counter() - t0:.1f} s)")
+    recipe = Recipe(model_a="model_a.safetensors", model_b="model_b.safetensors", model_c="model_c.safetensors",
+                    mode="add_difference", calcmode="trainDifference", weights_alpha="GRAD_V")
+    (folder / "recipe.json").write_text(recipe.to_json())
+    print(f"recipe: {folder / 'recipe.json'}: add difference, calcmode trainDifference, block weights GRAD_V")
+    out = run_merge(recipe, folder / "merged.safetensors", SaveOptions(overwrite=True), base_dir=folder)
+    print(f"again with: python -m merge_core merge {folder / 'recipe.json'} --out {out} --overwrite")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m merge_core",
+                                description="SuperMerger's checkpoint merges from the command line.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("merge", help="merge the models a recipe names into a safetensors file",
+                       description="Run a recipe (JSON, see README) and write the merged checkpoint. Model "
+                                   "paths in the recipe are relative to the recipe's folder.")
+    m.add_argument("recipe", help="recipe JSON file")
+    m.add_argument("--out", required=True, help="output .safetensors file, or a folder for an automatic name")
+    m.add_argument("--fp16", action="store_true", help="store float32/bfloat16 weights as float16")
+    m.add_argument("--prune", action="store_true", help="keep only U-Net, VAE and text-encoder weights")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    m.add_argument("--no-metadata", action="store_true", help="do not store the recipe and input hashes")
+    m.add_argument("--reset-clip-ids", action="store_true", help="rewrite the text encoder's position ids")
+    m.add_argument("--bake-vae", metavar="VAE", help="replace the VAE with the one in this file")
+    m.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to compute (cpu)")
+    m.set_defaults(func=cmd_merge)
+
+    d = sub.add_parser("demo", help="merge three small synthetic SD1.5-layout models and save the result")
+    d.add_argument("--dir", help="folder for the demo files (default: a new temporary folder)")
+    d.set_defaults(func=cmd_demo)
+
+    k = sub.add_parser("keys", help="list a model's keys with their blocks, shapes and dtypes")
+    k.add_argument("model", help=".safetensors or .ckpt file")
+    k.add_argument("--blocks", action="store_true", help="only count keys per block")
+    k.add_argument("--filter", help="only keys containing this text")
+    k.set_defaults(func=cmd_keys)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MergeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, MergeInterrupted):
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130

@@ -1,0 +1,171 @@
+"""Carries out a Plan, key by key, handing each output tensor to `emit` in plan order.
+
+This is the only key loop of the engine. Inputs are read one key at a time from their sources and their
+pages dropped once the key is done, so memory stays near one tensor per input whatever the model size.
+Computation runs in worker threads while the caller writes the previous result; calcmodes declared
+`parallel` (single-threaded scipy filters) get one worker per core.
+"""
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from . import calcmodes
+from .calcmodes import KEEP as CALC_KEEP, KeyArgs
+from .errors import MergeError, MergeInterrupted
+from .modes import difference
+from .plan import FROM_B, FROM_VAE, KEEP, MERGE, RESET_IDS, Plan
+from .calcmodes.cosine import prepass_key
+
+
+@dataclass
+class Inputs:
+    a: object
+    b: object
+    c: object = None
+    vae: object = None
+
+    def close(self):
+        for src in {id(s): s for s in (self.a, self.b, self.c, self.vae) if s is not None}.values():
+            src.close()
+
+
+def _narrow(t: torch.Tensor, n: int) -> torch.Tensor:
+    return t if t.dim() < 2 or t.shape[1] == n else t[:, :n]
+
+
+def _aligned(a, b, c):
+    """Inpainting / instruct-pix2pix: merge only the channels all inputs have (SPEC §1)."""
+    if a.shape == b.shape and (c is None or c.shape == a.shape):
+        return a, b, c, None
+    n = min(t.shape[1] for t in (a, b, c) if t is not None)
+    return _narrow(a, n), _narrow(b, n), (_narrow(c, n) if c is not None else None), n
+
+
+class _Runner:
+    def __init__(self, plan: Plan, inputs: Inputs, device: str = "cpu"):
+        self.plan, self.inputs, self.device = plan, inputs, torch.device(device)
+        self.c = inputs.c if inputs.c is not None else inputs.a  # no model C: A stands in (SPEC §0 step 10)
+        self.cm = plan.calcmode
+        self.stage0 = plan.mode == "add_difference" and not self.cm.reads_c
+        self.stats = None
+        r = plan.recipe
+        self.args = dict(gamma=r.gamma, mode=plan.mode, old_calc=r.use_old_calc, seed=r.seed)
+
+    def operands(self, key, reads_c):
+        a, b = self.inputs.a.get(key), self.inputs.b.get(key)
+        c = self.c.get(key) if reads_c else None
+        if self.stage0:
+            if c is not None and b.shape != c.shape:
+                n = min(b.shape[1], c.shape[1])
+                b, c = _narrow(b, n), _narrow(c, n)
+            b, c = difference(b, c), None
+        return a, b, c
+
+    def prepass(self, cancel):
+        def pairs():
+            for step in self.plan.steps:
+                if step.action in (KEEP, MERGE) and prepass_key(step.key) and step.key in self.inputs.b:
+                    if cancel is not None and cancel():
+                        raise MergeInterrupted()
+                    a, b, _ = self.operands(step.key, step.reads_c)
+                    a, b, _, _ = _aligned(a, b, None)
+                    yield step.key, a, b
+                    self.release(step.key)
+        self.stats = self.cm.prepass(pairs())
+
+    def release(self, key):
+        for src in (self.inputs.a, self.inputs.b, self.c):
+            if src is not None and key in src:
+                src.release(key)
+
+    def non_finite(self, step) -> MergeError:
+        """Say which input holds NaN/inf values, or that the merge itself produced them."""
+        roles = [("model_a", self.inputs.a), ("model_b", self.inputs.b)]
+        if step.reads_c:
+            roles.append(("model_c", self.c))
+        for role, src in roles:
+            t = src.get(step.key)
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                return MergeError(f"{role} ({src.name})", f"has NaN or infinite values at key {step.key}")
+        return MergeError(f"key {step.key}", f"the merge produced NaN or infinite values "
+                                             f"(calcmode {self.cm.name}, alpha {step.alpha}, beta {step.beta})")
+
+    def compute(self, step) -> torch.Tensor:
+        key = step.key
+        if step.action == KEEP:
+            return self.inputs.a.get(key)
+        if step.action == FROM_B:
+            return self.inputs.b.get(key)
+        if step.action == FROM_VAE:
+            return self.inputs.vae.get(step.source_key)
+        if step.action == RESET_IDS:
+            return torch.arange(77, dtype=torch.int64).unsqueeze(0)
+        a, b, c = self.operands(key, step.reads_c)
+        if self.device.type != "cpu":
+            a, b, c = (t.to(self.device) if t is not None else None for t in (a, b, c))
+        av, bv, cv, n = _aligned(a, b, c)
+        p = KeyArgs(key=key, alpha=step.alpha, beta=step.beta, stats=self.stats, **self.args)
+        try:
+            result = self.cm.fn(av, bv, cv, p)
+        except RuntimeError as e:  # torch's own words would not tell the user which key or why
+            raise MergeError(f"key {key}", f"calcmode {self.cm.name} failed: {str(e).splitlines()[0]}") from None
+        if result is CALC_KEEP or result is av:
+            return self.inputs.a.get(key)
+        out = result.to(a.dtype)
+        if n is not None:
+            full = a.clone()
+            full[:, :n] = out
+            out = full
+        if out.is_floating_point() and not torch.isfinite(out.sum(dtype=torch.float32)):
+            raise self.non_finite(step)
+        return out.cpu()
+
+
+def run_plan(plan: Plan, inputs: Inputs, emit: Callable, *, progress: Optional[Callable] = None,
+             cancel: Optional[Callable] = None, workers: Optional[int] = None, device: str = "cpu") -> None:
+    """Compute every step of `plan` and call `emit(step, tensor)` in plan order.
+
+    `progress(done, total, phase)` is called as keys complete; `cancel()` returning True stops the run
+    with MergeInterrupted between keys. Tensors handed to `emit` may view an input's memory: never
+    modify them in place.
+    """
+    runner = _Runner(plan, inputs, device)
+    total = len(plan.steps)
+    if plan.calcmode.prepass is not None and plan.merged():
+        if progress:
+            progress(0, total, "similarity pre-pass")
+        runner.prepass(cancel)
+    if workers is None:
+        workers = (os.cpu_count() or 1) if plan.calcmode.parallel else 1
+    window = 2 * workers + 1
+    pending = deque()
+    steps = iter(plan.steps)
+    done = 0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="merge") as pool:
+        try:
+            while True:
+                while len(pending) < window:
+                    step = next(steps, None)
+                    if step is None:
+                        break
+                    if cancel is not None and cancel():
+                        raise MergeInterrupted()
+                    pending.append((step, pool.submit(runner.compute, step)))
+                if not pending:
+                    break
+                step, future = pending.popleft()
+                emit(step, future.result())
+                runner.release(step.key)
+                done += 1
+                if progress:
+                    progress(done, total, "merge")
+        except BaseException:
+            for _step, future in pending:
+                future.cancel()
+            raise

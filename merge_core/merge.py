@@ -1,0 +1,204 @@
+"""The engine's front door: open a recipe's inputs, plan, and run the plan into a dict or a file.
+
+Save options (SPEC §10) are per-key decisions too, so they are compiled into the plan: prune drops steps,
+"reset CLIP ids" and "bake in VAE" replace steps, fp16 sets each output key's dtype.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from . import calcmodes
+from .errors import MergeError
+from .executor import Inputs, run_plan
+from .hashing import legacy_hash, sha256
+from .modes import USES_BETA, USES_C
+from .naming import merge_name
+from .plan import CLIP_POSITION_IDS, FROM_B, FROM_VAE, RESET_IDS, ModelInfo, Plan, Step, build_plan
+from .recipe import Recipe
+from .sources import open_model
+from .weights import parse_block_weights
+from .writer import SafetensorsWriter
+
+FP16_FROM = (torch.float32, torch.float64, torch.bfloat16)
+PRUNE_KEEP = ("diffusion_model.", "first_stage_model.")
+
+
+@dataclass
+class SaveOptions:
+    fp16: bool = False
+    prune: bool = False
+    metadata: bool = True
+    reset_clip_ids: bool = False
+    bake_vae: Optional[str] = None  # a VAE file whose weights replace first_stage_model.*
+    overwrite: bool = False
+
+
+@dataclass
+class MergeResult:
+    plan: Plan
+    path: Optional[Path] = None
+    tensors: Optional[dict] = None
+    seconds: float = 0.0
+    notes: list = field(default_factory=list)
+
+
+def uses_model_c(recipe: Recipe) -> bool:
+    cm = calcmodes.get(recipe.calcmode)
+    mode = cm.forced_mode or recipe.mode
+    return USES_C[mode] or cm.reads_c
+
+
+def open_inputs(recipe: Recipe, base_dir: Optional[Path] = None, vae: Optional[str] = None) -> Inputs:
+    """Open the files a recipe names (relative paths are taken from `base_dir`)."""
+    def path(p):
+        p = Path(p).expanduser()
+        return p if p.is_absolute() or base_dir is None else Path(base_dir) / p
+
+    opened = []
+    try:
+        def open_(p):
+            opened.append(open_model(path(p)))
+            return opened[-1]
+        a = open_(recipe.model_a)
+        b = open_(recipe.model_b)
+        c = open_(recipe.model_c) if recipe.model_c and uses_model_c(recipe) else None
+        v = open_(vae) if vae else None
+        return Inputs(a, b, c, v)
+    except BaseException:
+        for src in opened:
+            src.close()
+        raise
+
+
+def make_plan(recipe: Recipe, inputs: Inputs, options: Optional[SaveOptions] = None,
+              presets: Optional[dict] = None) -> Plan:
+    info = ModelInfo.of
+    plan = build_plan(recipe, info(inputs.a), info(inputs.b), info(inputs.c) if inputs.c is not None else None,
+                      presets)
+    options = options or SaveOptions()
+    steps = plan.steps
+    if options.bake_vae:
+        steps = _bake_vae(steps, inputs.vae)
+    if options.reset_clip_ids:
+        steps = [Step(s.key, RESET_IDS) if s.key == CLIP_POSITION_IDS else s for s in steps]
+    plan = plan.replaced(steps)
+    if plan.family.name == "sdxl":  # SDXL files carry no cond_stage_model (SPEC §10.2)
+        plan = plan.filtered(lambda k: not k.startswith("cond_stage_model."))
+    if options.prune:
+        te = "conditioner." if plan.family.name == "sdxl" else "cond_stage_model."
+        plan = plan.filtered(lambda k: any(p in k for p in PRUNE_KEEP + (te,)))
+    return plan
+
+
+def _bake_vae(steps: list, vae) -> list:
+    if vae is None:
+        raise MergeError("bake_vae", "no VAE file was opened")
+    available = {k.removeprefix("first_stage_model."): k for k in vae.keys()}
+    out = []
+    for s in steps:
+        inner = s.key.removeprefix("first_stage_model.")
+        if s.key.startswith("first_stage_model.") and inner in available:
+            out.append(Step(s.key, FROM_VAE, source_key=available[inner]))
+        else:
+            out.append(s)
+    return out
+
+
+def output_spec(plan: Plan, inputs: Inputs, fp16: bool = False) -> list:
+    """(key, dtype, shape) of every output tensor, in plan order, known before any tensor is computed."""
+    spec = []
+    for s in plan.steps:
+        if s.action == FROM_B:
+            src, key = inputs.b, s.key
+        elif s.action == FROM_VAE:
+            src, key = inputs.vae, s.source_key
+        else:
+            src, key = inputs.a, s.key
+        dtype, shape = src.dtype(key), tuple(src.shape(key))
+        if s.action == RESET_IDS:
+            dtype, shape = torch.int64, (1, 77)
+        if s.action == FROM_VAE and shape != tuple(inputs.a.shape(s.key)):
+            raise MergeError(f"bake_vae ({inputs.vae.name})", f"key {key} has shape {list(shape)} but the "
+                                                              f"model's VAE has {list(inputs.a.shape(s.key))}")
+        if fp16 and "model" in s.key and dtype in FP16_FROM:
+            dtype = torch.float16
+        spec.append((s.key, dtype, shape))
+    return spec
+
+
+def display_name(recipe: Recipe, plan: Plan) -> str:
+    mbw = recipe.weights_alpha is not None
+    usebeta = USES_BETA[plan.mode] or plan.calcmode.uses_beta
+
+    def full(text):
+        w = parse_block_weights(text, plan.family, "weights")
+        return ",".join(str(x) for x in w.as_list()) if w else None
+    wa = full(recipe.weights_alpha) if mbw else None
+    wb = full(recipe.weights_beta) if mbw and usebeta else None
+    alpha = parse_block_weights(recipe.weights_alpha, plan.family, "weights_alpha").base if mbw else recipe.alpha
+    return merge_name(plan.mode, recipe.calcmode, recipe.model_a, recipe.model_b,
+                      recipe.model_c or recipe.model_a, alpha, recipe.beta, wa, wb)
+
+
+def build_metadata(recipe: Recipe, plan: Plan, inputs: Inputs) -> dict:
+    """safetensors metadata: our full recipe (reproduces the merge) plus SuperMerger's own fields."""
+    models = {}
+    hashes = {}
+    for role, src in (("a", inputs.a), ("b", inputs.b), ("c", inputs.c if inputs.c is not None else inputs.a)):
+        if getattr(src, "path", None) is not None:
+            digest = sha256(src.path)
+            hashes[role] = digest
+            models[digest] = {"name": src.name, "legacy_hash": legacy_hash(src.path)}
+    usebeta = USES_BETA[plan.mode] or plan.calcmode.uses_beta
+    wa = parse_block_weights(recipe.weights_alpha, plan.family, "weights_alpha")
+    wb = parse_block_weights(recipe.weights_beta, plan.family, "weights_beta") if usebeta else None
+    inex = recipe.include_exclude
+    sm_recipe = {
+        "type": "sd-webui-supermerger",
+        "weights_alpha": list(wa.values) if wa else None,
+        "weights_beta": list(wb.values) if wb else None,
+        "weights_alpha_orig": ",".join(map(str, wa.as_list())) if wa else None,
+        "weights_beta_orig": ",".join(map(str, wb.as_list())) if wb else None,
+        "model_a": hashes.get("a"), "model_b": hashes.get("b"), "model_c": hashes.get("c"),
+        "base_alpha": wa.base if wa else recipe.alpha,
+        "base_beta": wb.base if wb else recipe.beta,
+        "mode": plan.mode, "mbw": wa is not None,
+        "elemental_merge": recipe.elemental, "calcmode": recipe.calcmode,
+        inex["mode"].capitalize(): inex["blocks"] + inex["elements"],
+    }
+    return {"format": "pt", "sd_merge_recipe": json.dumps(sm_recipe), "sd_merge_models": json.dumps(models),
+            "supermerger_recipe": recipe.to_json(indent=None), "supermerger_name": display_name(recipe, plan)}
+
+
+def merge_to_dict(recipe: Recipe, inputs: Inputs, *, plan: Optional[Plan] = None, progress=None,
+                  cancel=None, device: str = "cpu") -> MergeResult:
+    """Run the merge into a new dict. Unchanged keys hold model A's tensors (views, never copies)."""
+    plan = plan or make_plan(recipe, inputs)
+    out = {}
+    t0 = time.perf_counter()
+    run_plan(plan, inputs, lambda step, t: out.__setitem__(step.key, t), progress=progress, cancel=cancel,
+             device=device)
+    return MergeResult(plan, tensors=out, seconds=time.perf_counter() - t0, notes=list(plan.notes))
+
+
+def merge_to_file(recipe: Recipe, inputs: Inputs, out_path, options: Optional[SaveOptions] = None, *,
+                  progress: Optional[Callable] = None, cancel: Optional[Callable] = None,
+                  device: str = "cpu") -> MergeResult:
+    """Stream the merge into a safetensors file (atomically; never over an existing file without
+    `options.overwrite`)."""
+    options = options or SaveOptions()
+    plan = make_plan(recipe, inputs, options)
+    spec = output_spec(plan, inputs, options.fp16)
+    metadata = build_metadata(recipe, plan, inputs) if options.metadata else {"format": "pt"}
+    dtypes = {k: d for k, d, _ in spec}
+    t0 = time.perf_counter()
+    with SafetensorsWriter(out_path, spec, metadata, overwrite=options.overwrite) as writer:
+        run_plan(plan, inputs, lambda step, t: writer.write(step.key, t.to(dtypes[step.key])),
+                 progress=progress, cancel=cancel, device=device)
+    return MergeResult(plan, path=Path(out_path), seconds=time.perf_counter() - t0, notes=list(plan.notes))

@@ -1,0 +1,58 @@
+"""SuperMerger's merge names and automatic file names (SPEC §10.2, §10.8)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+
+def stem(model: Optional[str]) -> str:
+    return Path(model).stem if model else ""
+
+
+def _r(x: float) -> str:
+    return str(round(x, 3))
+
+
+def merge_name(mode: str, calcmode: str, a: str, b: str, c: str, alpha: float, beta: float,
+               weights_a: Optional[str] = None, weights_b: Optional[str] = None) -> str:
+    """The human name of a merge; `weights_*` are the full block lists (BASE included) when MBW is on."""
+    a, b, c = stem(a), stem(b), stem(c)
+    if weights_a is not None:
+        name = {
+            "add_difference": f"{a} + ({b} - {c}) x alpha ({_r(alpha)},{weights_a})",
+            "triple_sum": f"{a} x (1-alpha-beta) + {b} x alpha + {c} x beta (alpha = {_r(alpha)},{weights_a},"
+                          f"beta = {beta},{weights_b})",
+            "sum_twice": f"({a} x (1-alpha) + {b} x alpha)x(1-beta)+  {c} x beta ({_r(alpha)},{weights_a})_"
+                         f"({_r(beta)},{weights_b})",
+            "weight_sum": f"{a} x (1-alpha) + {b} x alpha ({_r(alpha)},{weights_a})",
+        }[mode]
+    else:
+        name = {
+            "add_difference": f"{a} + ({b} -  {c}) x {_r(alpha)}",
+            "triple_sum": f"{a} x {_r(1 - alpha - beta)} + {b} x {_r(alpha)} + {c} x {_r(beta)}",
+            "sum_twice": f"({a} x {_r(1 - alpha)} +{b} x {_r(alpha)}) x {_r(1 - beta)} + {c} x {_r(beta)}",
+            "weight_sum": f"{a} x {_r(1 - alpha)} + {b} x {_r(alpha)}",
+        }[mode]
+    if calcmode != "normal":
+        name += "_" + calcmode
+        if calcmode == "tensor":
+            name += f"_beta_{beta}"
+    return name
+
+
+def file_name(name: str, fp16: bool = False, ext: str = ".safetensors", in_channels: Optional[int] = None,
+              custom: bool = False) -> str:
+    """File name for a merge name: spaces dropped, `,()` → `_`, `.fp16` and inpainting suffixes."""
+    pre = ".fp16" if fp16 else ""
+    kind = {9: "-inpainting", 8: "-instruct-pix2pix"}.get(in_channels, "")
+    if custom:
+        base = name[: -len(ext)] if name.endswith(ext) else name
+        return base + pre + kind + ext
+    base = os.path.basename(name).replace(" ", "")
+    for ch in ",()":
+        base = base.replace(ch, "_")
+    out = (base + pre + kind + ext).lstrip("_")
+    if len(out) > 240:  # keep clear of the 255-character file-name limit
+        out = out[: 240 - len(ext)] + ext
+    return out

@@ -1,0 +1,97 @@
+"""Streaming, atomic safetensors writer.
+
+The header (every key's dtype and shape) is known from the plan before any tensor exists, so tensors are
+written one by one as they are computed and never held together. Bytes go to a temporary file beside the
+target, which replaces the target only when the last byte is written and synced: an error or Ctrl-C leaves
+no partial file, and an existing file is never touched without `overwrite`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .errors import MergeError
+from .sources import DTYPE_NAMES
+
+
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """The tensor's bytes without a copy (little-endian, C order), for any dtype numpy lacks (bf16, fp8)."""
+    t = t.detach().contiguous()
+    if t.numel() == 0:
+        return memoryview(b"")
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+
+
+class SafetensorsWriter:
+    def __init__(self, path, entries: list, metadata: Optional[dict] = None, overwrite: bool = False):
+        """`entries`: (key, dtype, shape) in the order the tensors will be written."""
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise MergeError(f"output {self.path}", "already exists; choose another name or allow overwrite")
+        if not self.path.parent.is_dir():
+            raise MergeError(f"output {self.path}", "its folder does not exist")
+        header, offset, self._expected = {}, 0, []
+        for key, dtype, shape in entries:
+            if dtype not in DTYPE_NAMES:
+                raise MergeError(f"key {key}", f"dtype {dtype} cannot be stored in safetensors")
+            numel = 1
+            for d in shape:
+                numel *= int(d)
+            size = numel * dtype.itemsize
+            header[key] = {"dtype": DTYPE_NAMES[dtype], "shape": [int(d) for d in shape],
+                           "data_offsets": [offset, offset + size]}
+            self._expected.append((key, dtype, tuple(int(d) for d in shape)))
+            offset += size
+        if metadata:
+            header = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}, **header}
+        blob = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        blob += b" " * (-len(blob) % 8)  # keep the data 8-byte aligned
+        self._index = 0
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+        self._tmp = Path(tmp)
+        self._f = os.fdopen(fd, "wb", buffering=0)
+        self._f.write(len(blob).to_bytes(8, "little") + blob)
+
+    def write(self, key: str, tensor: torch.Tensor) -> None:
+        exp_key, dtype, shape = self._expected[self._index]
+        if key != exp_key or tensor.dtype != dtype or tuple(tensor.shape) != shape:
+            raise RuntimeError(f"writer expected {exp_key} {dtype} {list(shape)}, got {key} {tensor.dtype} "
+                               f"{list(tensor.shape)}")
+        self.write_raw(key, tensor_bytes(tensor))
+
+    def write_raw(self, key: str, data) -> None:
+        if key != self._expected[self._index][0]:
+            raise RuntimeError(f"writer expected {self._expected[self._index][0]}, got {key}")
+        view = memoryview(data)
+        while view.nbytes:  # raw writes may be partial
+            n = self._f.write(view)
+            view = view[n:]
+        self._index += 1
+
+    def commit(self) -> Path:
+        if self._index != len(self._expected):
+            raise RuntimeError(f"writer got {self._index} of {len(self._expected)} tensors")
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+        return False

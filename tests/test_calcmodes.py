@@ -1,0 +1,221 @@
+"""SPEC §2: every calcmode against its oracles and properties, on real SD1/SDXL key names."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import CONV_IN, assert_unchanged, merge, one_key, snapshot
+from merge_core import MergeError
+from merge_core.calcmodes import CALCMODES
+from merge_core.calcmodes.cosine import _trimmed_range
+
+ADD = dict(mode="add_difference")
+
+
+def test_all_eleven_calcmodes_are_registered_in_spec_order():
+    assert list(CALCMODES) == ["normal", "cosineA", "cosineB", "trainDifference", "smoothAdd", "smoothAdd MT",
+                               "extract", "tensor", "tensor2", "self", "plus random"]
+
+
+# trainDifference (§2.3) ---------------------------------------------------------------------------
+
+def test_train_difference_oracles():
+    out = merge(one_key([0, 5]), one_key([1, 1]), one_key([0, 1]), calcmode="trainDifference", alpha=1.0)
+    assert out[CONV_IN].tolist() == pytest.approx([0.9, 5.0])
+    out = merge(one_key([2.0]), one_key([1.0]), one_key([0.0]), calcmode="trainDifference", alpha=0.5)
+    assert out[CONV_IN].tolist() == pytest.approx([2.45])
+
+
+def test_train_difference_is_forced_to_add_difference_and_says_so():
+    from merge_core import DictSource, Inputs, Recipe, merge_to_dict
+
+    r = Recipe(model_a="A", model_b="B", model_c="C", mode="weight_sum", calcmode="trainDifference", alpha=1.0)
+    res = merge_to_dict(r, Inputs(DictSource(one_key([0, 5])), DictSource(one_key([1, 1])),
+                                  DictSource(one_key([0, 1]))))
+    assert res.plan.mode == "add_difference"
+    assert any("switched" in n for n in res.notes)
+    assert res.tensors[CONV_IN].tolist() == pytest.approx([0.9, 5.0])
+
+
+def test_train_difference_keeps_a_where_b_equals_c(sd1):
+    a, b, _ = sd1
+    out = merge(a, b, b, calcmode="trainDifference", alpha=1.0)
+    for k in a:
+        assert torch.equal(out[k], a[k]), k
+
+
+# smoothAdd (§2.4, §2.5) -----------------------------------------------------------------------------
+
+def test_smooth_add_oracles():
+    zero5 = [0.0] * 5
+    assert merge(one_key(zero5), one_key([0, 0, 1, 0, 0]), one_key(zero5), calcmode="smoothAdd", alpha=1.0,
+                 **ADD)[CONV_IN].tolist() == [0.0] * 5
+    out = merge(one_key(zero5), one_key([0, 1, 2, 3, 4]), one_key(zero5), calcmode="smoothAdd", alpha=1.0, **ADD)
+    assert out[CONV_IN].tolist() == pytest.approx([0.42704, 1.06782, 2.0, 2.93218, 3.57296], abs=1e-5)
+    const = merge(one_key([1.0, 1.0, 1.0]), one_key([3.0, 3.0, 3.0]), one_key([1.0, 1.0, 1.0]),
+                  calcmode="smoothAdd", alpha=0.5, **ADD)
+    assert const[CONV_IN].tolist() == pytest.approx([2.0, 2.0, 2.0])
+
+
+def test_smooth_add_mt_gives_the_same_model_as_smooth_add(sd1):
+    a, b, c = sd1
+    one = merge(a, b, c, calcmode="smoothAdd", alpha=0.7, **ADD)
+    many = merge(a, b, c, calcmode="smoothAdd MT", alpha=0.7, **ADD)
+    assert one.keys() == many.keys()
+    for k in one:
+        assert torch.equal(one[k], many[k]), k
+
+
+# extract (§2.6) -----------------------------------------------------------------------------------
+
+def test_extract_oracles():
+    z = one_key([0.0, 0.0])
+    assert merge(z, one_key([1.0, 0.0]), one_key([0.0, 1.0]), calcmode="extract", alpha=0, beta=0,
+                 gamma=1)[CONV_IN].tolist() == pytest.approx([0.5, 0.0])
+    same = one_key([1.0, 0.0])
+    assert merge(z, same, same, calcmode="extract", alpha=0, beta=0, gamma=1)[CONV_IN].tolist() == [1.0, 0.0]
+    assert merge(z, same, same, calcmode="extract", alpha=0, beta=1, gamma=1)[CONV_IN].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("field,value,word", [("alpha", 1.5, "alpha"), ("beta", -0.1, "beta"),
+                                              ("gamma", -1.0, "gamma")])
+def test_extract_limits_are_clear_errors_not_assertions(field, value, word):
+    args = dict(alpha=0.5, beta=0.5, gamma=1.0)
+    args[field] = value
+    with pytest.raises(MergeError, match=word):
+        merge(one_key([0.0, 0.0]), one_key([1.0, 0.0]), one_key([0.0, 1.0]), calcmode="extract", **args)
+
+
+def test_extract_limits_name_the_block_under_mbw(sd1):
+    a, b, c = sd1
+    weights = ",".join(["0.5"] * 13 + ["1.5"] + ["0.5"] * 12)  # M00 out of range
+    with pytest.raises(MergeError, match="block M00"):
+        merge(a, b, c, calcmode="extract", weights_alpha=weights)
+
+
+# tensor / tensor2 (§2.7) ------------------------------------------------------------------------------
+
+def test_tensor_oracles():
+    z, o = one_key([0.0] * 10), one_key([1.0] * 10)
+    assert merge(z, o, calcmode="tensor", alpha=0.3, beta=0.2)[CONV_IN].tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
+    assert merge(z, o, calcmode="tensor", alpha=0.5, beta=0.7)[CONV_IN].tolist() == [1, 0, 0, 0, 0, 0, 0, 1, 1, 1]
+
+
+def test_tensor2_oracles():
+    a = {CONV_IN: torch.zeros(2, 200)}
+    b = {CONV_IN: torch.ones(2, 200)}
+    out = merge(a, b, calcmode="tensor2", alpha=0.25, beta=0.5)[CONV_IN]
+    cols = torch.nonzero(out[0]).flatten().tolist()
+    assert cols == list(range(100, 150)) and torch.equal(out[0], out[1])
+    a, b = {CONV_IN: torch.zeros(8, 4)}, {CONV_IN: torch.ones(8, 4)}
+    out = merge(a, b, calcmode="tensor2", alpha=0.25, beta=0.25)[CONV_IN]
+    assert torch.nonzero(out[0]).flatten().tolist() == [2, 3]
+
+
+def test_tensor_moves_exactly_the_slices_spec_gives(sd1):
+    a, b, _ = sd1
+    out = merge(a, b, calcmode="tensor", alpha=0.25, beta=0.5)
+    k = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight"  # shape (8, 8, 3, 3)
+    n = a[k].shape[0]
+    s, e = int(n * 0.5), int(n * 0.75)
+    assert torch.equal(out[k][s:e], b[k][s:e])
+    assert torch.equal(out[k][:s], a[k][:s]) and torch.equal(out[k][e:], a[k][e:])
+
+
+def test_tensor_skips_zero_dim_tensors():
+    key = "model.diffusion_model.x.weight"
+    a = {CONV_IN: torch.zeros(4), key: torch.tensor(1.0)}
+    b = {CONV_IN: torch.ones(4), key: torch.tensor(2.0)}
+    out = merge(a, b, calcmode="tensor", alpha=0.5, beta=0.0)
+    assert out[key].item() == 1.0
+
+
+# cosineA / cosineB (§2.2) -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("calcmode", ["cosineA", "cosineB"])
+def test_cosine_with_a_equal_b_gives_a(sd1, calcmode):
+    a, _, _ = sd1
+    out = merge(a, snapshot(a), calcmode=calcmode, alpha=0.3)
+    for k in a:
+        assert torch.allclose(out[k], a[k], atol=1e-7), k
+
+
+@pytest.mark.parametrize("calcmode", ["cosineA", "cosineB"])
+def test_cosine_leaves_the_vae_as_a_and_shares_k_along_dim0(sd1, calcmode):
+    a, b, _ = sd1
+    out = merge(a, b, calcmode=calcmode, alpha=0.2)
+    vae = "first_stage_model.decoder.conv_out.weight"
+    assert torch.equal(out[vae], a[vae])
+    k = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+    # out = k·A + (1−k)·B with one k per column: solve for k from row 0 and check it fits every row
+    d = (a[k] - b[k])
+    kk = (out[k] - b[k]) / d
+    assert torch.allclose(kk, kk[0:1].expand_as(kk), atol=1e-4)
+    assert (kk >= -1e-5).all() and (kk <= 1 + 1e-5).all()
+
+
+def test_cosine_alpha_one_gives_b_inside_the_trimmed_range(sd1):
+    a, b, _ = sd1
+    out = merge(a, b, calcmode="cosineB", alpha=1.0)
+    keys = [k for k in a if "model" in k and "weight" in k and "first_stage_model" not in k and a[k].dim()]
+    total = sum(a[k].numel() for k in keys)
+    kept = sum((out[k] != b[k]).sum().item() for k in keys)
+    assert 0 < kept <= 0.03 * total  # only columns above the 99th percentile keep some of A
+
+
+def test_similarity_range_trimming_follows_numpy_midpoint_percentiles():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(size=1000), [np.nan, 50.0, -50.0]])
+    r = _trimmed_range(values)
+    v = values[~np.isnan(values)]
+    v = np.delete(v, np.where(v < np.percentile(v, 1, method="midpoint")))
+    v = np.delete(v, np.where(v > np.percentile(v, 99, method="midpoint")))
+    assert (r.low, r.high) == (v.min(), v.max())
+
+
+# self / plus random (§2.8, §2.9) ----------------------------------------------------------------------
+
+def test_self_scales_a_and_skips_norm_proj_out_to_out(sd1):
+    a, b, _ = sd1
+    out = merge(a, b, calcmode="self", alpha=0.5)
+    k = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight"
+    assert torch.equal(out[k], a[k] * 0.5)
+    for k in ("model.diffusion_model.input_blocks.1.1.norm.weight",
+              "model.diffusion_model.input_blocks.1.1.proj_out.weight",
+              "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_out.0.weight"):
+        assert torch.equal(out[k], a[k]), k
+    assert all(torch.equal(merge(a, b, calcmode="self", alpha=x)[k], a[k]) for x in (0.0, 1.0))
+
+
+def test_plus_random_is_seeded_and_skips_like_self(sd1):
+    a, b, _ = sd1
+    one = merge(a, b, calcmode="plus random", alpha=0.1, seed=7)
+    two = merge(a, b, calcmode="plus random", alpha=0.1, seed=7)
+    other = merge(a, b, calcmode="plus random", alpha=0.1, seed=8)
+    k = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight"
+    assert torch.equal(one[k], two[k]) and not torch.equal(one[k], other[k])
+    noise = one[k] - a[k]
+    assert 0.05 < noise.std().item() < 0.2
+    skipped = "model.diffusion_model.input_blocks.1.1.norm.weight"
+    assert torch.equal(one[skipped], a[skipped])
+
+
+# all calcmodes, all modes ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("calcmode", list(CALCMODES))
+@pytest.mark.parametrize("mode", ["weight_sum", "add_difference", "triple_sum", "sum_twice"])
+def test_every_calcmode_runs_in_every_mode_on_sdxl_and_keeps_inputs_and_dtypes(sdxl, calcmode, mode):
+    a, b, c = sdxl
+    before = [snapshot(x) for x in (a, b, c)]
+    out = merge(a, b, c, mode=mode, calcmode=calcmode, alpha=0.4, beta=0.3, gamma=0.5)
+    for x, y in zip(before, (a, b, c)):
+        assert_unchanged(x, y)
+    for k, t in out.items():
+        assert t.dtype == a[k].dtype and t.shape == a[k].shape, k
+        if t.is_floating_point():
+            assert torch.isfinite(t).all(), k
+
+
+def test_nan_in_an_input_is_named_clearly():
+    b = one_key([1.0, float("nan")])
+    with pytest.raises(MergeError, match=r"model_b \(B\).*NaN"):
+        merge(one_key([1.0, 2.0]), b, alpha=0.5)
