@@ -9,9 +9,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .kernels import elementwise
 from .recipe import MODES
 
 F32 = torch.float32
+
+
+def _common(*ts) -> torch.dtype:
+    """SuperMerger's native-dtype paths need equal dtypes; mixed inputs (which crash it) run in f32."""
+    return ts[0].dtype if all(t.dtype == ts[0].dtype for t in ts) else F32
 
 
 def weight_sum(a: Tensor, b: Tensor, c, alpha: float, beta: float, old_calc: bool) -> Tensor:
@@ -21,29 +27,38 @@ def weight_sum(a: Tensor, b: Tensor, c, alpha: float, beta: float, old_calc: boo
         return b
     if old_calc:
         return (1 - alpha) * a + alpha * b
-    return torch.lerp(a.to(F32), b.to(F32), alpha)
+    return elementwise(lambda x, y: torch.lerp(x, y, alpha, out=x), a, b, work=F32, out=a.dtype)
 
 
 def add_difference(a: Tensor, d: Tensor, c, alpha: float, beta: float, old_calc: bool) -> Tensor:
-    # `d` is B − C (Stage 0). SuperMerger's lerp(A, A + α·D, 1.0) is exactly A + α·D.
-    if a.dtype != d.dtype:
-        return a.to(F32) + alpha * d.to(F32)
-    return a + alpha * d
+    # `d` is B − C (Stage 0). SuperMerger's lerp(A, A + α·D, 1.0) is exactly A + α·D, rounded after
+    # each of the two operations in the inputs' dtype.
+    def op(x, y):
+        torch.mul(y, alpha, out=y)
+        return torch.add(x, y, out=x)
+    return elementwise(op, a, d, work=_common(a, d), out=a.dtype)
 
 
 def triple_sum(a: Tensor, b: Tensor, c: Tensor, alpha: float, beta: float, old_calc: bool) -> Tensor:
-    if not (a.dtype == b.dtype == c.dtype):
-        a, b, c = a.to(F32), b.to(F32), c.to(F32)
+    work = _common(a, b, c)
     if old_calc or alpha + beta == 0:
+        a, b, c = a.to(work), b.to(work), c.to(work)
         return (1 - alpha - beta) * a + alpha * b + beta * c
-    return torch.lerp(a, torch.lerp(b, c, beta / (alpha + beta)), alpha + beta)
+
+    def op(x, y, z):
+        torch.lerp(y, z, beta / (alpha + beta), out=y)
+        return torch.lerp(x, y, alpha + beta, out=x)
+    return elementwise(op, a, b, c, work=work, out=a.dtype)
 
 
 def sum_twice(a: Tensor, b: Tensor, c: Tensor, alpha: float, beta: float, old_calc: bool) -> Tensor:
     if old_calc:
         x = (1 - alpha) * a + alpha * b
         return (1 - beta) * x + beta * c
-    return torch.lerp(torch.lerp(a.to(F32), b.to(F32), alpha), c.to(F32), beta)
+    def op(x, y, z):
+        torch.lerp(x, y, alpha, out=x)
+        return torch.lerp(x, z, beta, out=x)
+    return elementwise(op, a, b, c, work=F32, out=a.dtype)
 
 
 FORMULAS = {"weight_sum": weight_sum, "add_difference": add_difference,
@@ -59,4 +74,4 @@ def difference(b: Tensor, c) -> Tensor:
     """Stage 0 of add difference: (B − C) in f32, stored in B's dtype; zeros where C lacks the key."""
     if c is None:
         return torch.zeros_like(b)
-    return (b.to(F32) - c.to(F32)).to(b.dtype)
+    return elementwise(lambda x, y: torch.sub(x, y, out=x), b, c, work=F32, out=b.dtype)

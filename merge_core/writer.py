@@ -56,6 +56,13 @@ class SafetensorsWriter:
         self._tmp = Path(tmp)
         self._f = os.fdopen(fd, "wb", buffering=0)
         self._f.write(len(blob).to_bytes(8, "little") + blob)
+        try:  # reserve the whole file at once: fewer allocation rounds, and a full disk fails now
+            os.posix_fallocate(self._f.fileno(), 0, 8 + len(blob) + offset)
+        except OSError as e:
+            self.abort()
+            raise MergeError(f"output {self.path}", f"cannot reserve {offset / 2**30:.2f} GiB ({e.strerror})") from None
+        except AttributeError:
+            pass
 
     def write(self, key: str, tensor: torch.Tensor) -> None:
         exp_key, dtype, shape = self._expected[self._index]
@@ -77,6 +84,9 @@ class SafetensorsWriter:
         if self._index != len(self._expected):
             raise RuntimeError(f"writer got {self._index} of {len(self._expected)} tensors")
         os.fsync(self._f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(self._f.fileno(), 0o666 & ~umask)  # mkstemp made it private; a saved model is not
         self._f.close()
         os.replace(self._tmp, self.path)
         return self.path
