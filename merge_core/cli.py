@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from .errors import MergeError, MergeInterrupted
-from .merge import SaveOptions, display_name, make_plan, merge_to_file, open_inputs
+from .merge import SaveOptions, adjust_to_file, display_name, make_plan, merge_to_file, open_inputs, write_elist
 from .naming import file_name
 from .plan import MERGE
 from .recipe import Recipe
@@ -50,17 +49,17 @@ def _human(n: float) -> str:
 
 
 def run_merge(recipe: Recipe, out: Path, options: SaveOptions, base_dir=None, quiet=False,
-              device: str = "cpu") -> Path:
+              device: str = "cpu", elist=None) -> Path:
     inputs = open_inputs(recipe, base_dir, options.bake_vae)
     try:
+        plan = make_plan(recipe, inputs, options)  # once: a seed of -1 is drawn here
         if out.is_dir():  # automatic name (SPEC §10.8)
-            plan = make_plan(recipe, inputs, options)
             conv = "model.diffusion_model.input_blocks.0.0.weight"
             channels = inputs.a.shape(conv)[1] if conv in inputs.a else None
             out = out / file_name(display_name(recipe, plan), options.fp16, in_channels=channels)
         update, close = _progress_bar("merge") if not quiet else (None, lambda: None)
         try:
-            result = merge_to_file(recipe, inputs, out, options, progress=update, device=device)
+            result = merge_to_file(recipe, inputs, out, options, plan=plan, progress=update, device=device)
         finally:
             close()
     finally:
@@ -68,10 +67,16 @@ def run_merge(recipe: Recipe, out: Path, options: SaveOptions, base_dir=None, qu
     if not quiet:
         for note in result.notes:
             print(f"note: {note}")
+        if result.plan.recipe.seed != recipe.seed:
+            print(f"seed: {result.plan.recipe.seed} (drawn; stored in the file's recipe)")
         merged = sum(1 for s in result.plan.steps if s.action == MERGE)
         print(f"{result.plan.family.label}, {result.plan.mode} / {recipe.calcmode}: merged {merged} of "
               f"{len(result.plan.steps)} keys in {result.seconds:.1f} s")
         print(f"wrote {out} ({_human(out.stat().st_size)})")
+    if elist:
+        write_elist(result.plan, elist)
+        if not quiet:
+            print(f"wrote the per-key alpha/beta list to {elist}")
     return out
 
 
@@ -83,7 +88,16 @@ def cmd_merge(args) -> int:
             raise MergeError("--device cuda", "no CUDA device is available on this machine; use --device cpu")
     options = SaveOptions(fp16=args.fp16, prune=args.prune, metadata=not args.no_metadata,
                           reset_clip_ids=args.reset_clip_ids, bake_vae=args.bake_vae, overwrite=args.overwrite)
-    run_merge(recipe, Path(args.out), options, base_dir=Path(args.recipe).resolve().parent, device=args.device)
+    run_merge(recipe, Path(args.out), options, base_dir=Path(args.recipe).resolve().parent, device=args.device,
+              elist=args.elist)
+    return 0
+
+
+def cmd_adjust(args) -> int:
+    out = Path(args.out)
+    result = adjust_to_file(args.model, args.values, out, SaveOptions(fp16=args.fp16, overwrite=args.overwrite))
+    print(f"adjusted {sum(1 for s in result.plan.steps if s.adjust)} keys of {args.model} "
+          f"({args.values}); wrote {out} ({_human(out.stat().st_size)})")
     return 0
 
 
@@ -130,8 +144,17 @@ def cmd_demo(args) -> int:
                     mode="add_difference", calcmode="trainDifference", weights_alpha="GRAD_V")
     (folder / "recipe.json").write_text(recipe.to_json())
     print(f"recipe: {folder / 'recipe.json'}: add difference, calcmode trainDifference, block weights GRAD_V")
-    out = run_merge(recipe, folder / "merged.safetensors", SaveOptions(overwrite=True), base_dir=folder)
-    print(f"again with: python -m merge_core merge {folder / 'recipe.json'} --out {out} --overwrite")
+    run_merge(recipe, folder / "merged.safetensors", SaveOptions(overwrite=True), base_dir=folder)
+    more = {
+        "elemental.json": recipe.replace(mode="weight_sum", calcmode="normal", weights_alpha=None, alpha=0.3,
+                                         elemental="OUT03-OUT05:attn2:0.8\nNOT M00:NOT attn:0"),
+        "dice.json": recipe.replace(mode="weight_sum", calcmode="cosineA", weights_alpha=None, seed=12345,
+                                    dice={"mode": "U", "clamp_upper": "1", "clamp_lower": "0"}),
+    }
+    for name, r in more.items():
+        (folder / name).write_text(r.to_json())
+    print(f"also try: python -m merge_core merge {folder / 'elemental.json'} --out {folder} --elist "
+          f"{folder / 'elist.csv'}   (an elemental merge; a dice roll is in dice.json)")
     return 0
 
 
@@ -152,11 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--reset-clip-ids", action="store_true", help="rewrite the text encoder's position ids")
     m.add_argument("--bake-vae", metavar="VAE", help="replace the VAE with the one in this file")
     m.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to compute (cpu)")
+    m.add_argument("--elist", metavar="CSV", help="also write every merged key's alpha and beta (the E-list)")
     m.set_defaults(func=cmd_merge)
 
     d = sub.add_parser("demo", help="merge three small synthetic SD1.5-layout models and save the result")
     d.add_argument("--dir", help="folder for the demo files (default: a new temporary folder)")
     d.set_defaults(func=cmd_demo)
+
+    a = sub.add_parser("adjust", help="apply Adjust (detail, contrast, brightness, colour) to one model",
+                       description="Adjust a model's first and last U-Net layers (SPEC §6) and save it.")
+    a.add_argument("model", help=".safetensors or .ckpt file")
+    a.add_argument("values", help="IN,OUT,OUT2,CONT,BRI,COL1,COL2,COL3 e.g. 2,0,0,0,1,0,0,0")
+    a.add_argument("--out", required=True, help="output .safetensors file")
+    a.add_argument("--fp16", action="store_true", help="store float32/bfloat16 weights as float16")
+    a.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    a.set_defaults(func=cmd_adjust)
 
     k = sub.add_parser("keys", help="list a model's keys with their blocks, shapes and dtypes")
     k.add_argument("model", help=".safetensors or .ckpt file")

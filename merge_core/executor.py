@@ -15,7 +15,6 @@ from typing import Callable, Optional
 
 import torch
 
-from . import calcmodes
 from .calcmodes import KEEP as CALC_KEEP, KeyArgs
 from .errors import MergeError, MergeInterrupted
 from .modes import difference
@@ -99,7 +98,8 @@ class _Runner:
     def compute(self, step) -> torch.Tensor:
         key = step.key
         if step.action == KEEP:
-            return self.inputs.a.get(key)
+            a = self.inputs.a.get(key)
+            return step.adjust.apply(a).to(a.dtype) if step.adjust is not None else a
         if step.action == FROM_B:
             return self.inputs.b.get(key)
         if step.action == FROM_VAE:
@@ -115,7 +115,11 @@ class _Runner:
             result = self.cm.fn(av, bv, cv, p)
         except RuntimeError as e:  # torch's own words would not tell the user which key or why
             raise MergeError(f"key {key}", f"calcmode {self.cm.name} failed: {str(e).splitlines()[0]}") from None
-        if result is CALC_KEEP or result is av:
+        if result is CALC_KEEP:  # unchanged and, by SuperMerger's rule, not adjusted either
+            return self.inputs.a.get(key)
+        if step.adjust is not None:
+            result = step.adjust.apply(result)
+        elif result is av and n is None:
             return self.inputs.a.get(key)
         out = result.to(a.dtype)
         if n is not None:

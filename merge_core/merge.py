@@ -17,12 +17,11 @@ from . import calcmodes
 from .errors import MergeError
 from .executor import Inputs, run_plan
 from .hashing import legacy_hash, sha256
-from .modes import USES_BETA, USES_C
+from .modes import USES_C
 from .naming import merge_name
-from .plan import CLIP_POSITION_IDS, FROM_B, FROM_VAE, RESET_IDS, ModelInfo, Plan, Step, build_plan
+from .plan import CLIP_POSITION_IDS, FROM_B, FROM_VAE, RESET_IDS, ModelInfo, Plan, Step, adjust_plan, build_plan, detect_family
 from .recipe import Recipe
 from .sources import open_model
-from .weights import parse_block_weights
 from .writer import SafetensorsWriter
 
 FP16_FROM = (torch.float32, torch.float64, torch.bfloat16)
@@ -132,18 +131,15 @@ def output_spec(plan: Plan, inputs: Inputs, fp16: bool = False) -> list:
     return spec
 
 
-def display_name(recipe: Recipe, plan: Plan) -> str:
-    mbw = recipe.weights_alpha is not None
-    usebeta = USES_BETA[plan.mode] or plan.calcmode.uses_beta
+def _listing(weights) -> Optional[str]:
+    return ",".join(str(x) for x in weights.as_list()) if weights is not None else None
 
-    def full(text):
-        w = parse_block_weights(text, plan.family, "weights")
-        return ",".join(str(x) for x in w.as_list()) if w else None
-    wa = full(recipe.weights_alpha) if mbw else None
-    wb = full(recipe.weights_beta) if mbw and usebeta else None
-    alpha = parse_block_weights(recipe.weights_alpha, plan.family, "weights_alpha").base if mbw else recipe.alpha
-    return merge_name(plan.mode, recipe.calcmode, recipe.model_a, recipe.model_b,
-                      recipe.model_c or recipe.model_a, alpha, recipe.beta, wa, wb)
+
+def display_name(recipe: Recipe, plan: Plan) -> str:
+    """SuperMerger's merge name, from the weights the plan really used."""
+    wa, wb = plan.weights_alpha, plan.weights_beta
+    return merge_name(plan.mode, recipe.calcmode, recipe.model_a, recipe.model_b, recipe.model_c or recipe.model_a,
+                      wa.base if wa else recipe.alpha, recipe.beta, _listing(wa), _listing(wb) if wa else None)
 
 
 def build_metadata(recipe: Recipe, plan: Plan, inputs: Inputs) -> dict:
@@ -155,16 +151,14 @@ def build_metadata(recipe: Recipe, plan: Plan, inputs: Inputs) -> dict:
             digest = sha256(src.path)
             hashes[role] = digest
             models[digest] = {"name": src.name, "legacy_hash": legacy_hash(src.path)}
-    usebeta = USES_BETA[plan.mode] or plan.calcmode.uses_beta
-    wa = parse_block_weights(recipe.weights_alpha, plan.family, "weights_alpha")
-    wb = parse_block_weights(recipe.weights_beta, plan.family, "weights_beta") if usebeta else None
+    wa, wb = plan.weights_alpha, plan.weights_beta
     inex = recipe.include_exclude
     sm_recipe = {
         "type": "sd-webui-supermerger",
         "weights_alpha": list(wa.values) if wa else None,
         "weights_beta": list(wb.values) if wb else None,
-        "weights_alpha_orig": ",".join(map(str, wa.as_list())) if wa else None,
-        "weights_beta_orig": ",".join(map(str, wb.as_list())) if wb else None,
+        "weights_alpha_orig": _listing(wa),
+        "weights_beta_orig": _listing(wb),
         "model_a": hashes.get("a"), "model_b": hashes.get("b"), "model_c": hashes.get("c"),
         "base_alpha": wa.base if wa else recipe.alpha,
         "base_beta": wb.base if wb else recipe.beta,
@@ -173,7 +167,20 @@ def build_metadata(recipe: Recipe, plan: Plan, inputs: Inputs) -> dict:
         inex["mode"].capitalize(): inex["blocks"] + inex["elements"],
     }
     return {"format": "pt", "sd_merge_recipe": json.dumps(sm_recipe), "sd_merge_models": json.dumps(models),
-            "supermerger_recipe": recipe.to_json(indent=None), "supermerger_name": display_name(recipe, plan)}
+            "supermerger_recipe": plan.recipe.to_json(indent=None), "supermerger_name": display_name(recipe, plan)}
+
+
+def write_elist(plan: Plan, path) -> Path:
+    """The per-key α/β list (SuperMerger's E-list, SPEC §8.6) as CSV rows `key,alpha,beta`."""
+    import csv
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(plan.elist())
+    os.replace(tmp, path)
+    return path
 
 
 def merge_to_dict(recipe: Recipe, inputs: Inputs, *, plan: Optional[Plan] = None, progress=None,
@@ -188,17 +195,41 @@ def merge_to_dict(recipe: Recipe, inputs: Inputs, *, plan: Optional[Plan] = None
 
 
 def merge_to_file(recipe: Recipe, inputs: Inputs, out_path, options: Optional[SaveOptions] = None, *,
-                  progress: Optional[Callable] = None, cancel: Optional[Callable] = None,
-                  device: str = "cpu") -> MergeResult:
+                  plan: Optional[Plan] = None, progress: Optional[Callable] = None,
+                  cancel: Optional[Callable] = None, device: str = "cpu") -> MergeResult:
     """Stream the merge into a safetensors file (atomically; never over an existing file without
-    `options.overwrite`)."""
+    `options.overwrite`). `plan`, if given, must come from `make_plan` with the same options."""
     options = options or SaveOptions()
-    plan = make_plan(recipe, inputs, options)
+    plan = plan or make_plan(recipe, inputs, options)
     spec = output_spec(plan, inputs, options.fp16)
-    metadata = build_metadata(recipe, plan, inputs) if options.metadata else {"format": "pt"}
+    metadata = build_metadata(plan.recipe, plan, inputs) if options.metadata else {"format": "pt"}
     dtypes = {k: d for k, d, _ in spec}
     t0 = time.perf_counter()
     with SafetensorsWriter(out_path, spec, metadata, overwrite=options.overwrite) as writer:
         run_plan(plan, inputs, lambda step, t: writer.write(step.key, t.to(dtypes[step.key])),
                  progress=progress, cancel=cancel, device=device)
     return MergeResult(plan, path=Path(out_path), seconds=time.perf_counter() - t0, notes=list(plan.notes))
+
+
+def adjust_to_file(model, adjust: str, out_path, options: Optional[SaveOptions] = None, *,
+                   progress: Optional[Callable] = None, cancel: Optional[Callable] = None) -> MergeResult:
+    """Adjust (SPEC §6) one model on its own: the six Adjust keys changed, everything else copied."""
+    options = options or SaveOptions()
+    src = open_model(model)
+    try:
+        info = ModelInfo.of(src)
+        family = detect_family({"a": info})
+        recipe = Recipe(model_a=str(model), model_b=str(model), adjust=adjust)
+        plan = Plan(recipe=recipe, family=family, mode="weight_sum", calcmode=calcmodes.get("normal"),
+                    steps=adjust_plan(family, info.keys, adjust))
+        inputs = Inputs(src, src)
+        spec = output_spec(plan, inputs, options.fp16)
+        dtypes = {k: d for k, d, _ in spec}
+        metadata = dict(src.metadata(), supermerger_adjust=adjust) if options.metadata else {"format": "pt"}
+        t0 = time.perf_counter()
+        with SafetensorsWriter(out_path, spec, metadata, overwrite=options.overwrite) as writer:
+            run_plan(plan, inputs, lambda step, t: writer.write(step.key, t.to(dtypes[step.key])),
+                     progress=progress, cancel=cancel)
+    finally:
+        src.close()
+    return MergeResult(plan, path=Path(out_path), seconds=time.perf_counter() - t0)

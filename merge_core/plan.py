@@ -10,11 +10,15 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 from . import calcmodes
+from .adjust import Adjustment, compile_adjust
+from .dice import SD_BLOCKS, DiceSettings, dice_tokens, draw_seed, elemental_ratio, random_table, rewrite
+from .elemental import Elemental, parse_elemental
 from .errors import MergeError
 from .families import Family, detect
+from .inex import compile_inex
 from .modes import USES_BETA, USES_C
 from .recipe import Recipe
-from .weights import parse_block_weights
+from .weights import RANDOM_TOKENS, BlockWeights, expand_preset, parse_block_weights
 
 CLIP_POSITION_IDS = "cond_stage_model.transformer.text_model.embeddings.position_ids"
 
@@ -31,6 +35,7 @@ class Step:
     fine: Optional[str] = None  # fine block (SDXL's 110 names)
     reads_c: bool = False  # C holds this key (add difference: B − C; zeros otherwise)
     source_key: Optional[str] = None  # FROM_VAE: the key inside the VAE file
+    adjust: Optional[Adjustment] = None  # applied to the result (or to A's tensor for KEEP)
 
 
 @dataclass
@@ -41,6 +46,8 @@ class Plan:
     calcmode: calcmodes.Calcmode
     steps: list
     notes: list = field(default_factory=list)
+    weights_alpha: Optional[BlockWeights] = None  # the block weights used, dice tokens resolved
+    weights_beta: Optional[BlockWeights] = None
 
     @property
     def uses_c(self) -> bool:
@@ -50,8 +57,9 @@ class Plan:
         return [s for s in self.steps if s.action == MERGE]
 
     def elist(self) -> list:
-        """SuperMerger's E-list: (key, α, β) of every key the calcmode ran on (SPEC §8.6)."""
-        return [(s.key, s.alpha, s.beta) for s in self.merged()]
+        """SuperMerger's E-list: (key, α, β) of every key that reached the calcmode (SPEC §8.6), including
+        those a calcmode then leaves as A (α = 0, self's skips)."""
+        return [(s.key, s.alpha, s.beta) for s in self.steps if s.block is not None and s.action in (KEEP, MERGE)]
 
     def filtered(self, keep: Callable[[str], bool]) -> "Plan":
         return replace(self, steps=[s for s in self.steps if keep(s.key)])
@@ -130,9 +138,62 @@ def _selected(key: str, family: Family, b: ModelInfo, c: Optional[ModelInfo], c_
     return True
 
 
+def _has_random(text: Optional[str]) -> bool:
+    return bool(text) and any(t.strip().upper() in RANDOM_TOKENS for t in text.split(","))
+
+
+def _dice_block_names(family: Family, count: int) -> tuple:
+    """Names of the positions of a dice list, for E-tokens. A 26-list on SDXL keeps only the blocks
+    SDXL has (the others are dropped by the 26 → 20 conversion)."""
+    if count == 26:
+        names = SD_BLOCKS
+        return tuple(n if n in family.slots else "" for n in names)
+    return family.extended if family.extended and count == len(family.extended) else family.blocks
+
+
+def _weights(recipe: Recipe, family: Family, usebeta: bool, presets) -> tuple:
+    """Block weights after presets and the dice roll; also the elemental text the dice adds."""
+    dice = DiceSettings.from_dict(recipe.dice)
+    texts = {"alpha": expand_preset(recipe.weights_alpha, "weights_alpha", presets),
+             "beta": expand_preset(recipe.weights_beta, "weights_beta", presets) if usebeta else ""}
+    if dice.mode != "off":
+        count = len(family.extended) if dice.extend_xl and family.extended else \
+            (26 if family.name != "flux" else len(family.blocks))
+        for which in ("alpha", "beta"):
+            if getattr(dice, which):
+                texts[which] = dice_tokens(dice, count)
+    extra_elemental = ""
+    if any(_has_random(t) for t in texts.values()):
+        table = random_table(recipe.seed)
+        for which in ("alpha", "beta"):
+            if _has_random(texts[which]):
+                n = len(texts[which].split(","))
+                roll = rewrite(texts[which], table, {"alpha": 0, "beta": 50}[which], dice,
+                               _dice_block_names(family, n), recipe.seed, f"weights_{which}")
+                texts[which] = roll.text
+                if which == "alpha":  # SuperMerger discards the β list's elemental additions
+                    extra_elemental = roll.elemental
+    wa = parse_block_weights(texts["alpha"], family, "weights_alpha", presets)
+    wb = parse_block_weights(texts["beta"], family, "weights_beta", presets) if usebeta else None
+    return wa, wb, extra_elemental, dice
+
+
+def needs_seed(recipe: Recipe) -> bool:
+    dice = DiceSettings.from_dict(recipe.dice)
+    return (dice.mode != "off" or recipe.calcmode == "plus random"
+            or any(_has_random(t) for t in (recipe.weights_alpha, recipe.weights_beta))
+            or any(t in part.split(":")[-1].upper() for part in recipe.elemental.replace("\n", ",").split(",")
+                   if part.count(":") == 2 for t in ("R", "U", "X")))
+
+
 def build_plan(recipe: Recipe, a: ModelInfo, b: ModelInfo, c: Optional[ModelInfo] = None,
                presets: Optional[dict] = None) -> Plan:
-    """Resolve `recipe` against the inputs' key sets. `c` is None when the mode does not use model C."""
+    """Resolve `recipe` against the inputs' key sets. `c` is None when the mode does not use model C.
+
+    A seed of -1 is drawn here when anything random needs one; the plan's recipe records it.
+    """
+    if recipe.seed == -1 and needs_seed(recipe):
+        recipe = recipe.replace(seed=draw_seed())
     cm = calcmodes.get(recipe.calcmode)
     notes = []
     mode = recipe.mode
@@ -148,16 +209,25 @@ def build_plan(recipe: Recipe, a: ModelInfo, b: ModelInfo, c: Optional[ModelInfo
     c_required = uses_c and (mode != "add_difference" or cm.reads_c)
     usebeta = USES_BETA[mode] or cm.uses_beta
 
-    wa = parse_block_weights(recipe.weights_alpha, family, "weights_alpha", presets)
-    wb = parse_block_weights(recipe.weights_beta, family, "weights_beta", presets) if usebeta else None
+    wa, wb, dice_elemental, dice = _weights(recipe, family, usebeta, presets)
+    inex = compile_inex(recipe.include_exclude, family)
+    extended = family.extended is not None and (recipe.elemental_extended or dice.extend_xl
+                                                or (wa is not None and wa.extended))
+    rules = parse_elemental(",".join(t for t in (recipe.elemental, dice_elemental) if t), family, extended,
+                            recipe.calcmode)
+    elemental = None
+    if rules:
+        ratio = elemental_ratio(random_table(recipe.seed, len(a.keys) + 101), dice) if recipe.seed >= 0 else None
+        elemental = Elemental(tuple(rules), extended, ratio)
+    adjust = compile_adjust(recipe.adjust, family.name)
 
     steps = []
-    for key in a.keys:
+    for num, key in enumerate(a.keys):
         if not _selected(key, family, b, c, c_required):
             steps.append(Step(key, KEEP))
             continue
         ref = family.block_of(key)
-        if ref is None or cm.skip_key(key) or (cm.min_dim and len(a.shape(key)) < cm.min_dim):
+        if ref is None or (inex is not None and inex.skips(ref, key)):
             steps.append(Step(key, KEEP))
             continue
         if wa is not None and wa.extended and ref.fine not in family.extended:
@@ -165,18 +235,34 @@ def build_plan(recipe: Recipe, a: ModelInfo, b: ModelInfo, c: Optional[ModelInfo
             continue
         alpha = wa.for_block(family, ref) if wa is not None else recipe.alpha
         beta = wb.for_block(family, ref) if wb is not None else recipe.beta
+        if elemental is not None:
+            alpha = elemental.alpha(ref, key, family.slot_index(ref.coarse), num, alpha)
+        if cm.skip_key(key) or (cm.min_dim and len(a.shape(key)) < cm.min_dim):
+            steps.append(Step(key, KEEP, alpha, beta, ref.coarse, ref.fine))
+            continue
         if cm.check is not None:
             problem = cm.check(alpha, beta, recipe.gamma)
             if problem:
-                where = f"block {ref.coarse}" if (wa is not None or wb is not None) else "recipe"
+                where = f"block {ref.coarse}" if (wa is not None or wb is not None or elemental) else "recipe"
                 raise MergeError(where, problem)
         _check_shapes(key, a, b, c if c_required or (uses_c and key in c) else None)
+        adj = adjust.get(key)
         if mode == "weight_sum" and cm.name == "normal" and alpha == 0:
-            steps.append(Step(key, KEEP, alpha, beta, ref.coarse, ref.fine))  # exactly A; B is not read
+            # exactly A (B is not read), still adjusted
+            steps.append(Step(key, KEEP, alpha, beta, ref.coarse, ref.fine, adjust=adj))
             continue
-        steps.append(Step(key, MERGE, alpha, beta, ref.coarse, ref.fine, reads_c=uses_c and key in c))
+        steps.append(Step(key, MERGE, alpha, beta, ref.coarse, ref.fine, reads_c=uses_c and key in c, adjust=adj))
 
     if family.name != "flux":  # Stage 2: B's model keys that A lacks are copied in (SPEC §0 step 28)
         steps += [Step(k, FROM_B) for k in b.keys
                   if k not in a and "model" in k and k != CLIP_POSITION_IDS]
-    return Plan(recipe=recipe, family=family, mode=mode, calcmode=cm, steps=steps, notes=notes)
+    return Plan(recipe=recipe, family=family, mode=mode, calcmode=cm, steps=steps, notes=notes,
+                weights_alpha=wa, weights_beta=wb)
+
+
+def adjust_plan(family: Family, keys: list, adjust_text: str) -> list:
+    """Steps that apply Adjust to a model on its own (every other key kept as it is)."""
+    ops = compile_adjust(adjust_text, family.name)
+    if not ops:
+        raise MergeError("adjust", "all eight values are 0: nothing to adjust")
+    return [Step(k, KEEP, adjust=ops.get(k)) for k in keys]

@@ -49,6 +49,7 @@ class Recipe:
     weights_alpha: Optional[str] = None
     weights_beta: Optional[str] = None
     elemental: str = ""
+    elemental_extended: bool = False
     include_exclude: dict = field(default_factory=_default_inex)
     adjust: str = ""
     seed: int = -1
@@ -87,10 +88,18 @@ class Recipe:
                 raise MergeError(name, "must be text")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < -1:
             raise MergeError("seed", f"must be a whole number ≥ -1, got {self.seed!r}")
-        if not isinstance(self.use_old_calc, bool):
-            raise MergeError("use_old_calc", "must be true or false")
-        if self.dice is not None and not isinstance(self.dice, dict):
-            raise MergeError("dice", "must be null or an object of Dice Roll settings")
+        for name in ("use_old_calc", "elemental_extended"):
+            if not isinstance(getattr(self, name), bool):
+                raise MergeError(name, "must be true or false")
+        if self.dice is not None:
+            from .dice import DiceSettings
+
+            if not isinstance(self.dice, dict):
+                raise MergeError("dice", "must be null or an object of Dice Roll settings")
+            try:
+                DiceSettings.from_dict(self.dice)
+            except TypeError as e:
+                raise MergeError("dice", str(e)) from None
         self.include_exclude = _check_inex(self.include_exclude)
         if self.version != VERSION:
             raise MergeError("version", f"recipe version {self.version} is not known (this engine reads {VERSION})")
