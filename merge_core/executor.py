@@ -53,8 +53,6 @@ class _Runner:
         self.cm = plan.calcmode
         self.stage0 = plan.mode == "add_difference" and not self.cm.reads_c
         self.stats = None
-        r = plan.recipe
-        self.args = dict(gamma=r.gamma, mode=plan.mode, old_calc=r.use_old_calc, seed=r.seed)
 
     def operands(self, key, reads_c):
         a, b = self.inputs.a.get(key), self.inputs.b.get(key)
@@ -109,26 +107,53 @@ class _Runner:
         a, b, c = self.operands(key, step.reads_c)
         if self.device.type != "cpu":
             a, b, c = (t.to(self.device) if t is not None else None for t in (a, b, c))
-        av, bv, cv, n = _aligned(a, b, c)
-        p = KeyArgs(key=key, alpha=step.alpha, beta=step.beta, stats=self.stats, **self.args)
-        try:
-            result = self.cm.fn(av, bv, cv, p)
-        except RuntimeError as e:  # torch's own words would not tell the user which key or why
-            raise MergeError(f"key {key}", f"calcmode {self.cm.name} failed: {str(e).splitlines()[0]}") from None
-        if result is CALC_KEEP:  # unchanged and, by SuperMerger's rule, not adjusted either
+        out = merge_key(self.plan, step, a, b, c, self.stats, stage0_done=True)
+        if out is None:
             return self.inputs.a.get(key)
-        if step.adjust is not None:
-            result = step.adjust.apply(result)
-        elif result is av and n is None:
-            return self.inputs.a.get(key)
-        out = result.to(a.dtype)
-        if n is not None:
-            full = a.clone()
-            full[:, :n] = out
-            out = full
         if out.is_floating_point() and not torch.isfinite(out.sum(dtype=torch.float32)):
             raise self.non_finite(step)
         return out.cpu()
+
+
+def merge_key(plan: Plan, step, a, b, c=None, stats=None, stage0_done: bool = False):
+    """The merged tensor of one MERGE step from its input tensors, in `a`'s dtype; None when the result
+    is `a` unchanged. `c` is model C's tensor when the step reads C. The lazy (ComfyUI) path calls this
+    with B and C as they are; the executor has already formed B − C (`stage0_done`)."""
+    cm = plan.calcmode
+    if not stage0_done and plan.mode == "add_difference" and not cm.reads_c:
+        if c is not None and b.shape != c.shape:
+            n = min(b.shape[1], c.shape[1])
+            b, c = _narrow(b, n), _narrow(c, n)
+        b, c = difference(b, c), None
+    av, bv, cv, n = _aligned(a, b, c)
+    r = plan.recipe
+    p = KeyArgs(key=step.key, alpha=step.alpha, beta=step.beta, gamma=r.gamma, mode=plan.mode,
+                old_calc=r.use_old_calc, stats=stats, seed=r.seed)
+    try:
+        result = cm.fn(av, bv, cv, p)
+    except RuntimeError as e:  # torch's own words would not tell the user which key or why
+        raise MergeError(f"key {step.key}", f"calcmode {cm.name} failed: {str(e).strip() or type(e).__name__}") from None
+    if result is CALC_KEEP:  # unchanged and, by SuperMerger's rule, not adjusted either
+        return None
+    if step.adjust is not None:
+        result = step.adjust.apply(result)
+    elif result is av and n is None:
+        return None
+    out = result.to(a.dtype)
+    if n is not None:
+        full = a.clone()
+        full[:, :n] = out
+        out = full
+    return out
+
+
+def run_prepass(plan: Plan, inputs: Inputs, cancel: Optional[Callable] = None):
+    """The calcmode's global statistics (cosineA/B's similarity range), or None if it has no pre-pass."""
+    if plan.calcmode.prepass is None or not plan.merged():
+        return None
+    runner = _Runner(plan, inputs)
+    runner.prepass(cancel)
+    return runner.stats
 
 
 def run_plan(plan: Plan, inputs: Inputs, emit: Callable, *, progress: Optional[Callable] = None,

@@ -11,7 +11,6 @@ import mmap
 import os
 import pickle
 import struct
-import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -95,7 +94,10 @@ class SafetensorsFile(DictSource):
                 raise MergeError(where, "is not a safetensors file, or is corrupt (header is not JSON)") from None
             if not isinstance(header, dict):
                 raise MergeError(where, "is corrupt (header is not a JSON object)")
-            self._metadata = header.pop("__metadata__", None) or {}
+            meta = header.pop("__metadata__", None) or {}
+            if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+                raise MergeError(where, "is corrupt (its __metadata__ is not a table of texts)")
+            self._metadata = meta
             self._entries = {}
             base = 8 + n
             for key, info in header.items():
@@ -103,6 +105,8 @@ class SafetensorsFile(DictSource):
                     dtype = SAFETENSORS_DTYPES[info["dtype"]]
                     shape = tuple(int(d) for d in info["shape"])
                     start, end = (int(x) for x in info["data_offsets"])
+                    if any(d < 0 for d in shape):
+                        raise ValueError
                 except (KeyError, TypeError, ValueError):
                     raise MergeError(where, f"is corrupt or uses an unsupported dtype at key {key}") from None
                 numel = 1
@@ -160,6 +164,11 @@ class SafetensorsFile(DictSource):
         self._file.close()
 
 
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
 def load_ckpt(path: Path) -> dict:
     """A pickled checkpoint, loaded with torch's weights-only unpickler: no code in the file runs."""
     where = f"file {path}"
@@ -173,9 +182,9 @@ def load_ckpt(path: Path) -> dict:
     except pickle.UnpicklingError as e:
         raise MergeError(where, "holds pickled objects other than tensors, so it was not loaded (loading it "
                                 "could run code from the file). Convert it to .safetensors with a tool you "
-                                f"trust. Detail: {str(e).splitlines()[0]}") from None
-    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError) as e:
-        raise MergeError(where, f"is not a readable checkpoint ({str(e).splitlines()[0]})") from None
+                                f"trust. Detail: {_first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - whatever a damaged file makes torch.load raise, say so plainly
+        raise MergeError(where, f"is not a readable checkpoint ({_first_line(e)})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

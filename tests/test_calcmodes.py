@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CONV_IN, assert_unchanged, merge, one_key, snapshot
+from helpers import CONV_IN, assert_unchanged, merge, one_key, snapshot
 from merge_core import MergeError
 from merge_core.calcmodes import CALCMODES
 from merge_core.calcmodes.cosine import _trimmed_range

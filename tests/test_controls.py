@@ -3,7 +3,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import merge, snapshot
+from helpers import merge, snapshot
 from merge_core import MergeError, Recipe, build_plan
 from merge_core.adjust import ADJUST_KEYS, fineman, parse_adjust
 from merge_core.dice import DiceSettings, random_table, rewrite, SD_BLOCKS

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import CONV_IN, assert_unchanged, merge, one_key, snapshot
+from helpers import CONV_IN, assert_unchanged, merge, one_key, snapshot
 
 A, B, C = [1.0, 2.0], [3.0, 6.0], [1.0, 1.0]
 

@@ -1,0 +1,229 @@
+"""The node classes (ComfyUI's V3 API through the pinned `comfy_api.v0_0_2`). Thin: each reads its inputs,
+asks `params` for a Recipe and `patching` for the patched models; all maths is in merge_core."""
+from __future__ import annotations
+
+from comfy_api.v0_0_2 import ComfyExtension, io
+
+from . import params, patching
+
+CATEGORY = "SuperMerger"
+Params = io.Custom("SUPERMERGER_PARAMS")
+
+MODE_NODES = {  # node id → (mode, display name, models, beta?, gamma?)
+    "SuperMergerWeightSum": ("weight_sum", "Weight Sum (SuperMerger)", "A·(1−α) + B·α"),
+    "SuperMergerAddDifference": ("add_difference", "Add Difference (SuperMerger)", "A + (B − C)·α"),
+    "SuperMergerTripleSum": ("triple_sum", "Triple Sum (SuperMerger)", "A·(1−α−β) + B·α + C·β"),
+    "SuperMergerSumTwice": ("sum_twice", "Sum Twice (SuperMerger)", "(A·(1−α) + B·α)·(1−β) + C·β"),
+}
+TIPS = {
+    "alpha": "α: how much of B (the difference B−C for add difference). Replaced per block by the weights input.",
+    "beta": "β: how much of C (triple sum, sum twice); the slice position for tensor/tensor2; feature "
+            "choice for extract.",
+    "gamma": "γ: extract's sharpness (option(gamma)); other calcmodes ignore it.",
+    "calcmode": "How each tensor is combined. 'normal' is the formula above; see the help page for the others.",
+    "weights": "Block weights, elemental, Include/Exclude and dice settings from the SuperMerger parameter nodes.",
+    "use_old_calc": "SuperMerger's 'use old calc method': plain formulas in the inputs' precision.",
+}
+
+
+def _merge_node(node_id: str, mode: str, display: str, formula: str) -> type:
+    uses_c = mode != "weight_sum"
+    uses_beta = mode in ("triple_sum", "sum_twice")
+    choices = params.calcmodes_for(mode)
+
+    class Node(io.ComfyNode):
+        @classmethod
+        def define_schema(cls):
+            inputs = [io.Model.Input("model_a", tooltip="Model A: the base; its keys and dtypes define the result."),
+                      io.Model.Input("model_b", tooltip="Model B.")]
+            if uses_c:
+                inputs.append(io.Model.Input("model_c", optional=mode == "add_difference",
+                                             tooltip="Model C (for add difference: what B is compared with; "
+                                                     "empty = model A)."))
+            inputs += [io.Float.Input("alpha", default=0.5, min=-2.0, max=3.0, step=0.001, tooltip=TIPS["alpha"])]
+            if uses_beta or mode == "weight_sum" or mode == "add_difference":
+                inputs.append(io.Float.Input("beta", default=0.25, min=-2.0, max=3.0, step=0.001,
+                                             tooltip=TIPS["beta"]))
+            if mode == "add_difference":
+                inputs.append(io.Float.Input("gamma", default=0.3, min=-1.0, max=20.0, step=0.01,
+                                             tooltip=TIPS["gamma"]))
+            inputs += [io.Combo.Input("calcmode", options=choices, default="normal", tooltip=TIPS["calcmode"]),
+                       io.Boolean.Input("use_old_calc", default=False, tooltip=TIPS["use_old_calc"], optional=True),
+                       io.Clip.Input("clip_a", optional=True, tooltip="CLIP of model A: merged with the same "
+                                                                       "plan (BASE block weight)."),
+                       io.Clip.Input("clip_b", optional=True, tooltip="CLIP of model B.")]
+            if uses_c:
+                inputs.append(io.Clip.Input("clip_c", optional=True, tooltip="CLIP of model C."))
+            inputs.append(Params.Input("weights", optional=True, tooltip=TIPS["weights"]))
+            return io.Schema(
+                node_id=node_id, display_name=display, category=f"{CATEGORY}/merge",
+                description=f"{formula}, computed when the sampler loads the model (nothing is copied or saved).",
+                inputs=inputs,
+                outputs=[io.Model.Output(display_name="MODEL", tooltip="The merged model (lazy patches on A)."),
+                         io.Clip.Output(display_name="CLIP", tooltip="The merged CLIP (None without CLIP inputs)."),
+                         io.String.Output(display_name="recipe", tooltip="The merge as recipe JSON.")])
+
+        @classmethod
+        def execute(cls, model_a, model_b, alpha, calcmode, model_c=None, beta=0.25, gamma=0.3,
+                    use_old_calc=False, clip_a=None, clip_b=None, clip_c=None, weights=None) -> io.NodeOutput:
+            try:
+                recipe = params.build_recipe(mode, calcmode, alpha, beta, gamma, weights, use_old_calc,
+                                             ("model A", "model B", "model C" if model_c is not None else None))
+                model, clip, plan = patching.merge_models(node_id, recipe, model_a, model_b, model_c,
+                                                          clip_a, clip_b, clip_c)
+            except params.MergeError as e:
+                raise params.node_error(node_id, e) from None
+            return io.NodeOutput(model, clip, plan.recipe.to_json())
+
+    Node.__name__ = node_id
+    Node.__qualname__ = node_id
+    return Node
+
+
+MERGE_NODES = [_merge_node(nid, *spec) for nid, spec in MODE_NODES.items()]
+
+
+class SuperMergerBlockWeights(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        presets = params.preset_choices()
+        return io.Schema(
+            node_id="SuperMergerBlockWeights", display_name="Block Weights (SuperMerger)",
+            category=f"{CATEGORY}/parameters",
+            description="Per-block α/β (MBW): 26 values BASE,IN00…IN11,M00,OUT00…OUT11 for SD1/SD2; 20 or 110 for "
+                        "SDXL (26 are converted); 61 for Flux. The first value replaces the slider for BASE.",
+            inputs=[io.String.Input("weights_alpha", multiline=True, default="",
+                                    tooltip="Comma-separated block weights for α, or a preset name."),
+                    io.Combo.Input("preset_alpha", options=presets, default=params.NO_PRESET,
+                                   tooltip="A preset for α (wins over the text box)."),
+                    io.String.Input("weights_beta", multiline=True, default="",
+                                    tooltip="Block weights for β (triple sum, sum twice, tensor modes)."),
+                    io.Combo.Input("preset_beta", options=presets, default=params.NO_PRESET,
+                                   tooltip="A preset for β (wins over the text box)."),
+                    Params.Input("weights", optional=True, tooltip="Chain: settings from another parameter node.")],
+            outputs=[Params.Output(display_name="weights")])
+
+    @classmethod
+    def execute(cls, weights_alpha, preset_alpha, weights_beta, preset_beta, weights=None) -> io.NodeOutput:
+        try:
+            return io.NodeOutput(params.block_weights(weights, weights_alpha, weights_beta, preset_alpha, preset_beta))
+        except params.MergeError as e:
+            raise params.node_error("SuperMergerBlockWeights", e) from None
+
+
+class SuperMergerElemental(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SuperMergerElemental", display_name="Elemental Merge (SuperMerger)",
+            category=f"{CATEGORY}/parameters",
+            description="BLOCKS:ELEMENTS:RATIO entries (one per line) that set α for matching keys; later win.",
+            inputs=[io.String.Input("elemental", multiline=True, default="",
+                                    tooltip="e.g. OUT03-OUT05:attn2:0.8 — blocks (ranges, NOT), key substrings "
+                                            "(NOT), ratio (a number or R/U/X)."),
+                    io.Boolean.Input("extended_xl", default=False,
+                                     tooltip="SDXL: block names are the 110 fine names (IN411, MID103, TIME…)."),
+                    Params.Input("weights", optional=True, tooltip="Chain: settings from another parameter node.")],
+            outputs=[Params.Output(display_name="weights")])
+
+    @classmethod
+    def execute(cls, elemental, extended_xl, weights=None) -> io.NodeOutput:
+        try:
+            return io.NodeOutput(params.elemental(weights, elemental, extended_xl))
+        except params.MergeError as e:
+            raise params.node_error("SuperMergerElemental", e) from None
+
+
+class SuperMergerIncludeExclude(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SuperMergerIncludeExclude", display_name="Include / Exclude (SuperMerger)",
+            category=f"{CATEGORY}/parameters",
+            description="Merge only the matching keys (include) or keep them as model A (exclude).",
+            inputs=[io.Combo.Input("mode", options=["exclude", "include", "off"], default="exclude",
+                                   tooltip="include: only matches merge; exclude: matches stay model A."),
+                    io.String.Input("blocks", default="", tooltip="Block ids separated by spaces (BASE IN00 … "
+                                                                  "OUT11, M00), plus Adjust and VAE."),
+                    io.String.Input("elements", default="", tooltip="Comma-separated key substrings or SDXL fine "
+                                                                    "block names (e.g. attn2, IN411)."),
+                    Params.Input("weights", optional=True, tooltip="Chain: settings from another parameter node.")],
+            outputs=[Params.Output(display_name="weights")])
+
+    @classmethod
+    def execute(cls, mode, blocks, elements, weights=None) -> io.NodeOutput:
+        try:
+            return io.NodeOutput(params.include_exclude(weights, mode, blocks, elements))
+        except params.MergeError as e:
+            raise params.node_error("SuperMergerIncludeExclude", e) from None
+
+
+class SuperMergerDiceRoll(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SuperMergerDiceRoll", display_name="Dice Roll (SuperMerger)",
+            category=f"{CATEGORY}/parameters",
+            description="Random block weights, reproducible from the seed (the recipe output records it).",
+            inputs=[io.Combo.Input("mode", options=["R", "U", "X", "D", "ER", "EU", "EX", "custom"], default="R",
+                                   tooltip="R [0,1), U (−0.5,1.5], X between lower and upper, D around upper "
+                                           "(width lower), E*: per-key random ratios, custom: your token list."),
+                    io.Int.Input("seed", default=0, min=0, max=4294967293, control_after_generate=True,
+                                 tooltip="Seed of the roll."),
+                    io.Boolean.Input("alpha", default=True, tooltip="Roll the α block weights."),
+                    io.Boolean.Input("beta", default=False, tooltip="Roll the β block weights."),
+                    io.String.Input("custom", default="", tooltip="Tokens for mode custom, e.g. U,0,…,R,R."),
+                    io.String.Input("upper", default="1", tooltip="Upper limit for X, mid point of D (one value "
+                                                                  "or one per block)."),
+                    io.String.Input("lower", default="0", tooltip="Lower limit for X, range of D; 'vRp' = v with "
+                                                                  "probability p, else 0."),
+                    io.String.Input("clamp_upper", default="", tooltip="Optional clamp for every value."),
+                    io.String.Input("clamp_lower", default="", tooltip="Optional clamp for every value."),
+                    io.Int.Input("round", default=3, min=0, max=8, tooltip="Decimal places."),
+                    io.Boolean.Input("extend_xl", default=False, tooltip="SDXL: roll all 110 fine blocks."),
+                    Params.Input("weights", optional=True, tooltip="Chain: settings from another parameter node.")],
+            outputs=[Params.Output(display_name="weights")])
+
+    @classmethod
+    def execute(cls, mode, seed, alpha, beta, custom, upper, lower, clamp_upper, clamp_lower, round, extend_xl,
+                weights=None) -> io.NodeOutput:
+        try:
+            return io.NodeOutput(params.dice(weights, mode, seed, alpha, beta, custom, upper, lower, clamp_upper,
+                                             clamp_lower, round, extend_xl))
+        except params.MergeError as e:
+            raise params.node_error("SuperMergerDiceRoll", e) from None
+
+
+ADJUST_TIPS = {"IN": "Detail (input conv)", "OUT": "Detail (final norm)", "OUT2": "Detail (output conv)",
+               "CONT": "Contrast", "BRI": "Brightness", "COL1": "Cyan–red", "COL2": "Magenta–green",
+               "COL3": "Yellow–blue"}
+
+
+class SuperMergerAdjust(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SuperMergerAdjust", display_name="Adjust (SuperMerger)", category=f"{CATEGORY}/model",
+            description="Detail, contrast, brightness and colour, by scaling the U-Net's first and last layers.",
+            inputs=[io.Model.Input("model", tooltip="The model to adjust (it is not modified; a patched copy "
+                                                    "is returned).")]
+            + [io.Float.Input(name.lower(), default=0.0, min=-10.0 if i >= 3 else -6.0, max=10.0 if i >= 3 else 6.0,
+                              step=0.01, tooltip=ADJUST_TIPS[name])
+               for i, name in enumerate(ADJUST_TIPS)],
+            outputs=[io.Model.Output(display_name="MODEL")])
+
+    @classmethod
+    def execute(cls, model, **values) -> io.NodeOutput:
+        text = ",".join(str(float(values[name.lower()])) for name in ADJUST_TIPS)
+        if params.merge_core.adjust.parse_adjust(text) is None:
+            return io.NodeOutput(model)
+        try:
+            return io.NodeOutput(patching.adjust_model("SuperMergerAdjust", model, text))
+        except params.MergeError as e:
+            raise params.node_error("SuperMergerAdjust", e) from None
+
+
+class SuperMergerExtension(ComfyExtension):
+    async def get_node_list(self) -> list:
+        return [*MERGE_NODES, SuperMergerBlockWeights, SuperMergerElemental, SuperMergerIncludeExclude,
+                SuperMergerDiceRoll, SuperMergerAdjust]

@@ -1,0 +1,102 @@
+"""What the parameter nodes produce and how merge-node inputs become a Recipe. ComfyUI-free.
+
+The parameter nodes pass one value along a chain (type SUPERMERGER_PARAMS): a dict of Recipe fields. Each
+node sets its own fields; elemental entries accumulate (later entries win, as in the elemental syntax).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from ._engine import merge_core
+
+MergeError = merge_core.MergeError
+CALCMODES = merge_core.calcmodes.CALCMODES
+PARAM_FIELDS = ("weights_alpha", "weights_beta", "elemental", "elemental_extended", "include_exclude", "seed",
+                "dice")
+NO_PRESET = "(none)"
+
+
+def calcmodes_for(mode: str) -> list:
+    """The calcmodes a merge node of this mode offers (those declared for it)."""
+    return [name for name, cm in CALCMODES.items() if mode in cm.modes]
+
+
+def preset_choices() -> list:
+    names = merge_core.presets.load_presets()
+    return [NO_PRESET] + [n for n, v in names.items() if len(v.split(",")) == 26]
+
+
+def _chain(prev: Optional[dict]) -> dict:
+    out = dict(prev or {})
+    unknown = set(out) - set(PARAM_FIELDS)
+    if unknown:
+        raise MergeError("weights", f"not a SuperMerger parameters value (fields {', '.join(sorted(unknown))})")
+    return out
+
+
+def block_weights(prev, weights_alpha: str, weights_beta: str, preset_alpha: str = NO_PRESET,
+                  preset_beta: str = NO_PRESET) -> dict:
+    """A preset, when chosen, wins over the text box of the same list."""
+    out = _chain(prev)
+    for which, text, preset in (("alpha", weights_alpha, preset_alpha), ("beta", weights_beta, preset_beta)):
+        value = preset if preset and preset != NO_PRESET else (text or "").strip()
+        if value:
+            merge_core.weights.expand_preset(value, f"weights_{which}")  # unknown names fail here, early
+            out[f"weights_{which}"] = value
+    return out
+
+
+def elemental(prev, text: str, extended: bool = False) -> dict:
+    out = _chain(prev)
+    text = (text or "").strip()
+    if text:
+        out["elemental"] = ",".join(t for t in (out.get("elemental", ""), text) if t)
+    if extended:
+        out["elemental_extended"] = True
+    return out
+
+
+def include_exclude(prev, mode: str, blocks: str, elements: str) -> dict:
+    out = _chain(prev)
+    out["include_exclude"] = {"mode": mode, "blocks": blocks.replace(",", " ").split(),
+                              "elements": [e.strip() for e in elements.split(",") if e.strip()]}
+    merge_core.Recipe(model_a="A", model_b="B", include_exclude=out["include_exclude"])  # syntax check
+    return out
+
+
+def dice(prev, mode: str, seed: int, alpha: bool = True, beta: bool = False, custom: str = "",
+         upper: str = "1", lower: str = "0", clamp_upper: str = "", clamp_lower: str = "", round_to: int = 3,
+         extend_xl: bool = False) -> dict:
+    out = _chain(prev)
+    settings = {"mode": mode, "alpha": alpha, "beta": beta, "upper": upper or "1", "lower": lower or "0",
+                "round": int(round_to), "extend_xl": extend_xl}
+    if custom.strip():
+        settings["custom"] = custom.strip()
+    if clamp_upper.strip():
+        settings["clamp_upper"] = clamp_upper.strip()
+    if clamp_lower.strip():
+        settings["clamp_lower"] = clamp_lower.strip()
+    merge_core.dice.DiceSettings.from_dict(settings)
+    out["dice"] = settings
+    out["seed"] = int(seed)
+    return out
+
+
+def build_recipe(mode: str, calcmode: str, alpha: float, beta: float = 0.25, gamma: float = 0.3,
+                 params: Optional[dict] = None, use_old_calc: bool = False,
+                 names: tuple = ("model A", "model B", None)) -> "merge_core.Recipe":
+    if calcmode not in calcmodes_for(mode) and calcmode in CALCMODES:
+        forced = CALCMODES[calcmode].forced_mode
+        if forced != mode:
+            raise MergeError("calcmode", f"{calcmode} is not offered for {mode}; use one of "
+                                         f"{', '.join(calcmodes_for(mode))}")
+    fields = _chain(params)
+    return merge_core.Recipe(model_a=names[0], model_b=names[1], model_c=names[2], mode=mode, calcmode=calcmode,
+                             alpha=alpha, beta=beta, gamma=gamma, use_old_calc=use_old_calc, **fields)
+
+
+def node_error(node: str, err: Exception) -> Exception:
+    """One line naming the node, the input and the reason."""
+    if isinstance(err, MergeError):
+        return ValueError(f"{node}: {err}")
+    return err

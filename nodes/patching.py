@@ -1,0 +1,210 @@
+"""ComfyUI glue: a merge plan carried out lazily through ComfyUI's own weight-patch mechanism.
+
+Every merged key becomes a `WeightAdapterBase` patch on a clone of model A. Nothing is computed or copied
+when the node runs (except a calcmode's global pre-pass): ComfyUI calls the patch when it loads the model
+for sampling, handing it A's weight (with A's own patches, e.g. LoRAs, already applied); the patch reads B's
+and C's weights the same way, with their patches, and calls the engine's per-key function. The loaded
+models themselves are never modified.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+import comfy.lora
+import comfy.model_management as mm
+from comfy.weight_adapter import WeightAdapterBase
+
+from . import keymap
+from ._engine import merge_core
+
+MergeError = merge_core.MergeError
+F32 = torch.float32
+
+
+def effective_weight(key_patches: list, key: str, device=None) -> torch.Tensor:
+    """A weight with its own patches applied, as float32 (how ComfyUI evaluates a nested model patch)."""
+    weight, convert = key_patches[0]
+    device = device if device is not None else weight.device
+    t = convert(mm.cast_to_device(weight, device, F32, copy=True), inplace=True)
+    if len(key_patches) > 1:
+        t = comfy.lora.calculate_weight(key_patches[1:], t, key, intermediate_dtype=F32)
+    return t
+
+
+@dataclass
+class Part:
+    """One patcher's share of a model: its key patches and ComfyUI key → checkpoint key."""
+    patches: dict
+    names: dict
+
+
+class PatcherSource:
+    """A merge_core source over in-graph models: checkpoint-named keys → effective float32 weights."""
+
+    path = None
+
+    def __init__(self, name: str, parts: list):
+        self.name = name
+        self._where = {}
+        for part in parts:
+            for comfy_key, ckpt_key in part.names.items():
+                self._where[ckpt_key] = (part.patches, comfy_key)
+        self._keys = sorted(self._where)  # the order of a saved checkpoint
+
+    def keys(self):
+        return list(self._keys)
+
+    def __contains__(self, key):
+        return key in self._where
+
+    def comfy_key(self, key):
+        return self._where[key][1]
+
+    def key_patches(self, key):
+        patches, comfy_key = self._where[key]
+        return patches[comfy_key]
+
+    def shape(self, key):
+        return tuple(self.key_patches(key)[0][0].shape)
+
+    def dtype(self, key):
+        return F32
+
+    def get(self, key):
+        return effective_weight(self.key_patches(key), self.comfy_key(key))
+
+    def release(self, key):
+        pass
+
+    def metadata(self):
+        return {}
+
+    def close(self):
+        pass
+
+
+def _family_of(model_patches: dict) -> str:
+    names = {keymap.unet_name(k) for k in model_patches}
+    names.discard(None)
+    shape = model_patches.get("diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight")
+    context = shape[0][0].shape[-1] if shape else None
+    return merge_core.families.detect(names, "model", context).name
+
+
+def source(name: str, model, clip=None, family: Optional[str] = None) -> PatcherSource:
+    """Wrap a MODEL (and optionally its CLIP) as one model for the planner."""
+    unet = model.get_key_patches("diffusion_model.")
+    family = family or _family_of(unet)
+    parts = [Part(unet, {k: keymap.unet_name(k) for k in unet})]
+    if clip is not None:
+        te = clip.get_key_patches()
+        names = {k: n for k in te if (n := keymap.clip_name(k, family)) is not None}
+        parts.append(Part(te, names))
+    return PatcherSource(name, parts)
+
+
+class MergePatch(WeightAdapterBase):
+    """One merged key, evaluated when ComfyUI loads the model."""
+
+    name = "supermerger"
+
+    def __init__(self, job: "LazyMerge", step):
+        self.job, self.step = job, step
+        self.loaded_keys = set()
+        self.weights = []
+        self._cached = None
+
+    def calculate_weight(self, weight, key, strength, strength_model, offset, function,
+                         intermediate_dtype=F32, original_weight=None):
+        if self._cached is not None:  # costly calcmodes: computed once, even when ComfyUI patches per step
+            return self._cached.to(weight.device, weight.dtype)
+        step, job = self.step, self.job
+        if step.action != "merge":  # a kept key that only Adjust changes
+            return step.adjust.apply(weight).to(weight.dtype)
+        b = job.b.key_patches(step.key)
+        c = job.c.key_patches(step.key) if step.reads_c else None
+        out = merge_core.executor.merge_key(
+            job.plan, step, weight, effective_weight(b, key, weight.device),
+            effective_weight(c, key, weight.device) if c is not None else None, job.stats)
+        if out is None:
+            return weight
+        if not torch.isfinite(out).all():
+            raise MergeError(f"{job.node}: key {step.key}", "the merge produced NaN or infinite values "
+                                                            f"(alpha {step.alpha}, beta {step.beta})")
+        if job.costly:
+            self._cached = out.to("cpu", copy=True)
+        return out
+
+
+@dataclass
+class LazyMerge:
+    node: str
+    plan: object
+    a: PatcherSource
+    b: PatcherSource
+    c: Optional[PatcherSource]
+    stats: object = None
+
+    @property
+    def costly(self) -> bool:
+        return self.plan.calcmode.name.startswith("smoothAdd")
+
+
+def _cancel():
+    return mm.processing_interrupted()
+
+
+def merge_models(node: str, recipe, model_a, model_b, model_c=None, clip_a=None, clip_b=None, clip_c=None):
+    """Clones of model A (and CLIP A) patched to become the merge. Returns (model, clip, plan)."""
+    if (clip_a is None) != (clip_b is None) or (clip_c is not None and clip_a is None):
+        raise MergeError(f"{node}: clip inputs", "connect clip_a and clip_b together (and clip_c only with them), "
+                                                 "or none of them")
+    family = _family_of(model_a.get_key_patches("diffusion_model."))
+    a = source("model A", model_a, clip_a, family)
+    b = source("model B", model_b, clip_b)
+    uses_c = merge_core.merge.uses_model_c(recipe)
+    c = source("model C", model_c, clip_c) if (model_c is not None and uses_c) else None
+    if clip_c is None and c is not None and clip_a is not None:
+        raise MergeError(f"{node}: clip_c", "is needed with clip_a and clip_b when model C takes part")
+    info = merge_core.ModelInfo.of
+    try:
+        plan = merge_core.build_plan(recipe, info(a), info(b), info(c) if c is not None else None)
+    except MergeError as e:
+        raise e.at(f"{node}:") from None
+    job = LazyMerge(node, plan, a, b, c if c is not None else a)
+    try:
+        job.stats = merge_core.executor.run_prepass(plan, merge_core.Inputs(a, b, job.c), _cancel)
+    except merge_core.MergeInterrupted:
+        mm.throw_exception_if_processing_interrupted()
+        raise
+
+    model = model_a.clone()
+    clip = clip_a.clone() if clip_a is not None else None
+    unet_patches, clip_patches = {}, {}
+    for step in plan.steps:
+        if step.action == "merge" or (step.action == "keep" and step.adjust is not None):
+            key = a.comfy_key(step.key)
+            target = unet_patches if step.key.startswith(keymap.UNET[1]) else clip_patches
+            target[key] = MergePatch(job, step)
+    added = set(model.add_patches(unet_patches, 1.0, 1.0))
+    if clip is not None and clip_patches:
+        added |= set(clip.add_patches(clip_patches, 1.0, 1.0))
+    missing = (set(unet_patches) | set(clip_patches if clip is not None else ())) - added
+    if missing:
+        raise MergeError(node, f"{len(missing)} keys could not be patched (e.g. {sorted(missing)[0]})")
+    return model, clip, plan
+
+
+def adjust_model(node: str, model, adjust: str):
+    """A clone of `model` with Adjust applied lazily to its six Adjust keys."""
+    unet = model.get_key_patches("diffusion_model.")
+    family = _family_of(unet)
+    names = {keymap.unet_name(k): k for k in unet}
+    steps = [s for s in merge_core.plan.adjust_plan(merge_core.FAMILIES[family], list(names), adjust) if s.adjust]
+    job = LazyMerge(node, None, None, None, None)
+    out = model.clone()
+    out.add_patches({names[s.key]: MergePatch(job, s) for s in steps}, 1.0, 1.0)
+    return out

@@ -1,0 +1,177 @@
+"""Helpers for the host tests: a real ComfyUI: started once per session on a free loopback port, with this pack
+and freshly built random mini SD1.5 checkpoints supplied through an extra-paths file (the ComfyUI tree
+itself is not touched). Run with ComfyUI's own python:
+
+    COMFYUI_PATH=/path/to/ComfyUI /path/to/comfy-venv/bin/python -m pytest tests/host
+
+Checkpoints are cached in $SUPERMERGER_HOST_CACHE (default ~/.cache/supermerger-comfy/host).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+COMFY = os.environ.get("COMFYUI_PATH")
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+SKIP_REASON = ("COMFYUI_PATH is not set: the host tests run the nodes in a real ComfyUI "
+               "(see tests/host/conftest.py and the README)")
+
+
+def _cache() -> Path:
+    base = os.environ.get("SUPERMERGER_HOST_CACHE") or Path.home() / ".cache" / "supermerger-comfy" / "host"
+    Path(base).mkdir(parents=True, exist_ok=True)
+    return Path(base)
+
+
+def build_checkpoint(kind: str, seed: int) -> Path:
+    out = _cache() / f"{kind}_{seed}.safetensors"
+    if not out.exists():
+        env = dict(os.environ, COMFYUI_PATH=COMFY)
+        subprocess.run([sys.executable, str(HERE / "make_checkpoints.py"), "--kind", kind, "--seed", str(seed),
+                        "--out", str(out)], check=True, env=env, cwd=COMFY)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Host:
+    def __init__(self, url: str, work: Path, log: Path):
+        self.url, self.work, self.log = url, work, log
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=60) as r:
+            return json.loads(r.read())
+
+    def run(self, prompt: dict, timeout: float = 900) -> dict:
+        """Queue an API-format prompt and wait; returns its history entry (raises on a node error)."""
+        body = json.dumps({"prompt": prompt, "client_id": "supermerger-tests"}).encode()
+        req = urllib.request.Request(self.url + "/prompt", data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                pid = json.loads(r.read())["prompt_id"]
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"prompt refused: {e.read().decode()[:2000]}") from None
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            hist = self.get(f"/history/{pid}")
+            if pid in hist:
+                entry = hist[pid]
+                status = entry.get("status", {})
+                if status.get("status_str") == "error":
+                    msgs = [m for m in status.get("messages", []) if m[0] == "execution_error"]
+                    raise ExecutionFailed(msgs[0][1] if msgs else status)
+                if status.get("completed"):
+                    return entry
+            time.sleep(0.2)
+        raise AssertionError(f"prompt {pid} did not finish in {timeout} s")
+
+    def image(self, entry: dict) -> np.ndarray:
+        from PIL import Image
+
+        for out in entry["outputs"].values():
+            for img in out.get("images", []):
+                return np.asarray(Image.open(self.work / "output" / img.get("subfolder", "") / img["filename"]))
+        raise AssertionError(f"no image in {entry['outputs']}")
+
+    def text(self, entry: dict) -> str:
+        for out in entry["outputs"].values():
+            if "text" in out:
+                return out["text"][0]
+        raise AssertionError(f"no text output in {entry['outputs']}")
+
+
+class ExecutionFailed(AssertionError):
+    def __init__(self, info):
+        self.info = info
+        super().__init__(f"{info.get('node_type')}: {info.get('exception_message')}" if isinstance(info, dict)
+                         else str(info))
+
+
+def graph(merge_node: str = None, inputs: dict = None, a="mini_a", b="mini_b", c=None, seed=0,
+          extra: dict = None, text_out: bool = False) -> dict:
+    """Checkpoint(s) → [merge] → KSampler 64×64, 4 steps → VAEDecode (A's VAE) → SaveImage."""
+    g = {"ckA": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": f"{a}.safetensors"}}}
+    model, clip = ["ckA", 0], ["ckA", 1]
+    if merge_node:
+        g["ckB"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": f"{b}.safetensors"}}
+        node_inputs = {"model_a": ["ckA", 0], "model_b": ["ckB", 0], "clip_a": ["ckA", 1], "clip_b": ["ckB", 1],
+                       "alpha": 0.5, "beta": 0.25, "calcmode": "normal"}
+        if merge_node == "SuperMergerAddDifference":
+            node_inputs["gamma"] = 0.3
+        if c:
+            g["ckC"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": f"{c}.safetensors"}}
+            node_inputs.update(model_c=["ckC", 0], clip_c=["ckC", 1])
+        node_inputs.update(inputs or {})
+        g["merge"] = {"class_type": merge_node, "inputs": node_inputs}
+        model, clip = ["merge", 0], ["merge", 1]
+        if text_out:
+            g["recipe"] = {"class_type": "PreviewAny", "inputs": {"source": ["merge", 2]}}
+    g.update(extra or {})
+    g.update({
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": "a red apple on a table"}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": "blurry"}},
+        "lat": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "ks": {"class_type": "KSampler", "inputs": {"model": model, "seed": seed, "steps": 4, "cfg": 7.0,
+                                                   "sampler_name": "euler", "scheduler": "normal",
+                                                   "positive": ["pos", 0], "negative": ["neg", 0],
+                                                   "latent_image": ["lat", 0], "denoise": 1.0}},
+        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["ckA", 2]}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["dec", 0], "filename_prefix": uuid.uuid4().hex}},
+    })
+    return g
+
+
+def start(tmp_path_factory):
+    """Start ComfyUI for a test session; yields a Host and stops the server afterwards."""
+    work = tmp_path_factory.mktemp("comfy")
+    ckpts = work / "models" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for name, seed in (("mini_a", 1), ("mini_b", 2), ("mini_c", 3)):
+        (ckpts / f"{name}.safetensors").symlink_to(build_checkpoint("mini_sd15", seed))
+    nodes = work / "custom_nodes"
+    nodes.mkdir()
+    (nodes / "comfyui-supermerger").symlink_to(ROOT)
+    (work / "extra_model_paths.yaml").write_text(
+        f"supermerger_tests:\n  base_path: {work}\n  checkpoints: models/checkpoints\n  custom_nodes: custom_nodes\n")
+    port = _free_port()
+    log = work / "server.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+             "--disable-auto-launch", "--output-directory", str(work / "output"), "--temp-directory",
+             str(work / "temp"), "--extra-model-paths-config", str(work / "extra_model_paths.yaml")],
+            cwd=COMFY, stdout=f, stderr=subprocess.STDOUT)
+    host = Host(f"http://127.0.0.1:{port}", work, log)
+    try:
+        for _ in range(240):
+            if proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited:\n{log.read_text()[-3000:]}")
+            try:
+                host.get("/system_stats")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("ComfyUI did not come up in 120 s")
+        yield host
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,0 +1,123 @@
+"""The merge nodes in a real ComfyUI (issue: ComfyUI nodes). See conftest.py for how to run them."""
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from comfy_host import ROOT, ExecutionFailed, graph
+
+sys.path.insert(0, str(ROOT))
+from merge_core import Recipe  # noqa: E402
+from merge_core.calcmodes import CALCMODES  # noqa: E402
+
+NODE_IDS = ["SuperMergerWeightSum", "SuperMergerAddDifference", "SuperMergerTripleSum", "SuperMergerSumTwice",
+            "SuperMergerBlockWeights", "SuperMergerElemental", "SuperMergerIncludeExclude", "SuperMergerDiceRoll",
+            "SuperMergerAdjust"]
+MODE_OF = {"SuperMergerWeightSum": "weight_sum", "SuperMergerAddDifference": "add_difference",
+           "SuperMergerTripleSum": "triple_sum", "SuperMergerSumTwice": "sum_twice"}
+
+
+def test_pack_loads_without_import_errors_and_all_nodes_appear(host):
+    info = host.get("/object_info")
+    missing = [n for n in NODE_IDS if n not in info]
+    assert not missing, missing
+    ours = [line for line in host.log.read_text().splitlines() if "custom_nodes/comfyui-supermerger" in line]
+    assert ours and not any("IMPORT FAILED" in line for line in ours), ours
+    for n in NODE_IDS:
+        assert info[n]["category"].startswith("SuperMerger/")
+        for section in ("required", "optional"):
+            for name, spec in info[n]["input"].get(section, {}).items():
+                assert spec[1].get("tooltip"), f"{n}.{name} has no tooltip"
+
+
+def test_alpha_zero_renders_model_a_and_alpha_one_model_b(host):
+    img_a = host.image(host.run(graph(a="mini_a")))
+    img_b_with_a_vae = host.image(host.run(graph(a="mini_b", extra={
+        "ckVAE": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "mini_a.safetensors"}}}) | {
+        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["ckVAE", 2]}}}))
+    assert not np.array_equal(img_a, img_b_with_a_vae)
+    zero = host.image(host.run(graph("SuperMergerWeightSum", {"alpha": 0.0})))
+    one = host.image(host.run(graph("SuperMergerWeightSum", {"alpha": 1.0})))
+    assert np.array_equal(zero, img_a)
+    assert np.array_equal(one, img_b_with_a_vae)
+
+
+@pytest.mark.parametrize("node", list(MODE_OF))
+def test_every_calcmode_of_every_mode_renders(host, node):
+    mode = MODE_OF[node]
+    options = host.get(f"/object_info/{node}")[node]["input"]["required"]["calcmode"][1]["options"]
+    assert options == [n for n, cm in CALCMODES.items() if mode in cm.modes]
+    for calcmode in options:
+        inputs = {"calcmode": calcmode, "alpha": 0.4}
+        if calcmode == "extract":
+            inputs.update(beta=0.5, gamma=1.0)
+        img = host.image(host.run(graph(node, inputs, c=None if mode == "weight_sum" else "mini_c")))
+        assert img.shape == (64, 64, 3) and img.std() > 0, (node, calcmode)
+
+
+def test_a_chain_merge_of_a_merge_renders_and_differs(host):
+    g = graph("SuperMergerWeightSum", {"alpha": 0.5})
+    g["ckC"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "mini_c.safetensors"}}
+    g["merge2"] = {"class_type": "SuperMergerAddDifference",
+                   "inputs": {"model_a": ["merge", 0], "model_b": ["ckC", 0], "model_c": ["ckA", 0],
+                              "clip_a": ["merge", 1], "clip_b": ["ckC", 1], "clip_c": ["ckA", 1],
+                              "alpha": 0.5, "beta": 0.25, "gamma": 0.3, "calcmode": "trainDifference"}}
+    g["pos"]["inputs"]["clip"] = g["neg"]["inputs"]["clip"] = ["merge2", 1]
+    g["ks"]["inputs"]["model"] = ["merge2", 0]
+    chained = host.image(host.run(g))
+    single = host.image(host.run(graph("SuperMergerWeightSum", {"alpha": 0.5})))
+    assert chained.shape == (64, 64, 3) and not np.array_equal(chained, single)
+
+
+def test_recipe_output_parses_as_a_recipe_and_parameter_nodes_chain(host):
+    extra = {
+        "bw": {"class_type": "SuperMergerBlockWeights",
+               "inputs": {"weights_alpha": "", "preset_alpha": "GRAD_V", "weights_beta": "", "preset_beta": "(none)"}},
+        "el": {"class_type": "SuperMergerElemental",
+               "inputs": {"elemental": "OUT03:attn2:0.9", "extended_xl": False, "weights": ["bw", 0]}},
+        "ie": {"class_type": "SuperMergerIncludeExclude",
+               "inputs": {"mode": "exclude", "blocks": "VAE", "elements": "", "weights": ["el", 0]}},
+    }
+    entry = host.run(graph("SuperMergerWeightSum", {"weights": ["ie", 0]}, extra=extra, text_out=True))
+    recipe = Recipe.from_json(host.text(entry))
+    assert recipe.weights_alpha == "GRAD_V" and recipe.elemental == "OUT03:attn2:0.9"
+    assert recipe.include_exclude == {"mode": "exclude", "blocks": ["VAE"], "elements": []}
+    assert host.image(entry).shape == (64, 64, 3)
+
+
+def test_dice_roll_records_its_seed_and_reproduces(host):
+    extra = {"dice": {"class_type": "SuperMergerDiceRoll",
+                      "inputs": {"mode": "U", "seed": 1234, "alpha": True, "beta": False, "custom": "",
+                                 "upper": "1", "lower": "0", "clamp_upper": "", "clamp_lower": "", "round": 3,
+                                 "extend_xl": False}}}
+    one = host.run(graph("SuperMergerWeightSum", {"weights": ["dice", 0]}, extra=extra, text_out=True))
+    assert json.loads(host.text(one))["seed"] == 1234
+    two = host.run(graph("SuperMergerWeightSum", {"weights": ["dice", 0]}, extra=extra, text_out=True, seed=0))
+    assert np.array_equal(host.image(one), host.image(two))
+
+
+def test_adjust_node_changes_the_image_and_zero_is_identity(host):
+    base = host.image(host.run(graph(a="mini_a")))
+    values = dict(in_=0.0)
+    adj = {"adj": {"class_type": "SuperMergerAdjust",
+                   "inputs": {"model": ["ckA", 0], "in": 0.0, "out": 0.0, "out2": 0.0, "cont": 0.0, "bri": 4.0,
+                              "col1": 0.0, "col2": 0.0, "col3": 0.0}}}
+    g = graph(a="mini_a", extra=adj)
+    g["ks"]["inputs"]["model"] = ["adj", 0]
+    assert not np.array_equal(host.image(host.run(g)), base)
+    adj["adj"]["inputs"]["bri"] = 0.0
+    g = graph(a="mini_a", extra=adj)
+    g["ks"]["inputs"]["model"] = ["adj", 0]
+    assert np.array_equal(host.image(host.run(g)), base)
+    del values
+
+
+def test_bad_input_is_one_clear_message_naming_node_and_input(host):
+    extra = {"bw": {"class_type": "SuperMergerBlockWeights",
+                    "inputs": {"weights_alpha": "1,2,3", "preset_alpha": "(none)", "weights_beta": "",
+                               "preset_beta": "(none)"}}}
+    with pytest.raises(ExecutionFailed) as e:
+        host.run(graph("SuperMergerWeightSum", {"weights": ["bw", 0]}, extra=extra))
+    msg = e.value.info["exception_message"]
+    assert "SuperMergerWeightSum" in msg and "weights_alpha" in msg and "26" in msg

@@ -1,0 +1,98 @@
+"""The node layer's own logic, without ComfyUI: parameter chaining, validation, recipes, key names."""
+import pytest
+
+from merge_core import MergeError, Recipe
+from merge_core.families import FAMILIES
+from merge_core.synthetic import sd1_layout, sdxl_layout
+from nodes import keymap, params
+
+
+def test_each_mode_offers_the_calcmodes_declared_for_it():
+    assert params.calcmodes_for("weight_sum") == ["normal", "cosineA", "cosineB", "tensor", "tensor2", "self",
+                                                   "plus random"]
+    assert params.calcmodes_for("add_difference") == ["normal", "trainDifference", "smoothAdd", "smoothAdd MT",
+                                                       "extract"]
+    assert params.calcmodes_for("triple_sum") == ["normal"] == params.calcmodes_for("sum_twice")
+
+
+def test_preset_choices_are_the_26_value_presets():
+    choices = params.preset_choices()
+    assert choices[0] == params.NO_PRESET and "GRAD_V" in choices and "ALL_R" in choices and len(choices) == 42
+
+
+def test_parameter_nodes_chain_and_keep_each_others_fields():
+    w = params.block_weights(None, "", "", "GRAD_V", params.NO_PRESET)
+    w = params.elemental(w, "OUT03:attn2:0.5")
+    w = params.elemental(w, "IN01::0.2", extended=False)
+    w = params.include_exclude(w, "exclude", "VAE OUT11", "attn1, ff.net")
+    w = params.dice(w, "U", 42, alpha=False, beta=True)
+    assert w["weights_alpha"] == "GRAD_V"
+    assert w["elemental"] == "OUT03:attn2:0.5,IN01::0.2"
+    assert w["include_exclude"] == {"mode": "exclude", "blocks": ["VAE", "OUT11"], "elements": ["attn1", "ff.net"]}
+    assert w["dice"]["mode"] == "U" and w["dice"]["beta"] is True and w["seed"] == 42
+    recipe = params.build_recipe("sum_twice", "normal", 0.3, 0.4, params=w)
+    assert Recipe.from_json(recipe.to_json()) == recipe
+
+
+def test_a_chosen_preset_wins_over_the_text_box():
+    w = params.block_weights(None, "1,1,1", "", "FLAT_25", params.NO_PRESET)
+    assert w["weights_alpha"] == "FLAT_25"
+
+
+@pytest.mark.parametrize("call,field", [
+    (lambda: params.block_weights(None, "NOT_A_PRESET", ""), "weights_alpha"),
+    (lambda: params.include_exclude(None, "sometimes", "", ""), "include_exclude.mode"),
+    (lambda: params.dice(None, "Q", 1), "dice.mode"),
+    (lambda: params.build_recipe("weight_sum", "trainDifference_typo", 0.5), "calcmode"),
+    (lambda: params.build_recipe("weight_sum", "smoothAdd", 0.5), "calcmode"),
+])
+def test_bad_inputs_fail_at_the_parameter_node_with_the_input_named(call, field):
+    with pytest.raises(MergeError) as e:
+        call()
+    assert e.value.where.startswith(field)
+    message = str(params.node_error("SuperMergerX", e.value))
+    assert message.startswith("SuperMergerX: ") and field in message
+
+
+def test_forced_calcmodes_are_accepted_where_supermerger_switches_the_mode():
+    recipe = params.build_recipe("add_difference", "extract", 0.5, 0.5, 1.0)
+    assert recipe.calcmode == "extract"
+
+
+def test_a_foreign_value_on_the_weights_input_is_refused():
+    with pytest.raises(MergeError, match="not a SuperMerger parameters value"):
+        params.build_recipe("weight_sum", "normal", 0.5, params={"lora": 1})
+
+
+# ComfyUI key names → checkpoint names ---------------------------------------------------------------
+
+def _comfy_names(layout: dict, family: str) -> dict:
+    """The names ComfyUI gives these checkpoint keys (inverse of the keymap tables)."""
+    out = {}
+    for key in layout:
+        if key.startswith("model.diffusion_model."):
+            out["diffusion_model." + key[len("model.diffusion_model."):]] = key
+            continue
+        for comfy, ckpt in keymap.CLIP_PREFIXES[family]:
+            if key.startswith(ckpt) and not ckpt.endswith("text_projection"):
+                out[comfy + key[len(ckpt):]] = key
+                break
+    return out
+
+
+@pytest.mark.parametrize("family,layout", [("sd1", sd1_layout(1 / 40, 2, 64)),
+                                           ("sdxl", sdxl_layout(1 / 40, (2, 10), 64))])
+def test_comfy_names_translate_back_to_checkpoint_names_and_blocks(family, layout):
+    fam = FAMILIES[family]
+    for comfy, ckpt in _comfy_names(layout, family).items():
+        name = keymap.unet_name(comfy) or keymap.clip_name(comfy, family)
+        assert name == ckpt
+        assert fam.block_of(name) == fam.block_of(ckpt)
+
+
+def test_clip_keys_comfy_never_merges_are_skipped_and_xl_projection_is_not_merged():
+    assert keymap.clip_name("clip_l.transformer.text_model.embeddings.position_ids", "sd1") is None
+    assert keymap.clip_name("clip_g.logit_scale", "sdxl") is None
+    name = keymap.clip_name("clip_g.transformer.text_projection.weight", "sdxl")
+    assert name == "conditioner.embedders.1.model.text_projection"
+    assert FAMILIES["sdxl"].block_of(name) is None  # SuperMerger never merges it (no weight/bias in the name)
