@@ -26,6 +26,14 @@ TIPS = {
 }
 
 
+def _params_output(node_id: str, build, *args) -> io.NodeOutput:
+    """A parameter node's output, or one message naming the node and the input."""
+    try:
+        return io.NodeOutput(build(*args))
+    except params.MergeError as e:
+        raise params.node_error(node_id, e) from None
+
+
 def _merge_node(node_id: str, mode: str, display: str, formula: str) -> type:
     uses_c = mode != "weight_sum"
     uses_beta = mode in ("triple_sum", "sum_twice")
@@ -105,10 +113,8 @@ class SuperMergerBlockWeights(io.ComfyNode):
 
     @classmethod
     def execute(cls, weights_alpha, preset_alpha, weights_beta, preset_beta, weights=None) -> io.NodeOutput:
-        try:
-            return io.NodeOutput(params.block_weights(weights, weights_alpha, weights_beta, preset_alpha, preset_beta))
-        except params.MergeError as e:
-            raise params.node_error("SuperMergerBlockWeights", e) from None
+        return _params_output("SuperMergerBlockWeights", params.block_weights, weights, weights_alpha, weights_beta,
+                              preset_alpha, preset_beta)
 
 
 class SuperMergerElemental(io.ComfyNode):
@@ -128,10 +134,7 @@ class SuperMergerElemental(io.ComfyNode):
 
     @classmethod
     def execute(cls, elemental, extended_xl, weights=None) -> io.NodeOutput:
-        try:
-            return io.NodeOutput(params.elemental(weights, elemental, extended_xl))
-        except params.MergeError as e:
-            raise params.node_error("SuperMergerElemental", e) from None
+        return _params_output("SuperMergerElemental", params.elemental, weights, elemental, extended_xl)
 
 
 class SuperMergerIncludeExclude(io.ComfyNode):
@@ -152,10 +155,7 @@ class SuperMergerIncludeExclude(io.ComfyNode):
 
     @classmethod
     def execute(cls, mode, blocks, elements, weights=None) -> io.NodeOutput:
-        try:
-            return io.NodeOutput(params.include_exclude(weights, mode, blocks, elements))
-        except params.MergeError as e:
-            raise params.node_error("SuperMergerIncludeExclude", e) from None
+        return _params_output("SuperMergerIncludeExclude", params.include_exclude, weights, mode, blocks, elements)
 
 
 class SuperMergerDiceRoll(io.ComfyNode):
@@ -187,11 +187,8 @@ class SuperMergerDiceRoll(io.ComfyNode):
     @classmethod
     def execute(cls, mode, seed, alpha, beta, custom, upper, lower, clamp_upper, clamp_lower, round, extend_xl,
                 weights=None) -> io.NodeOutput:
-        try:
-            return io.NodeOutput(params.dice(weights, mode, seed, alpha, beta, custom, upper, lower, clamp_upper,
-                                             clamp_lower, round, extend_xl))
-        except params.MergeError as e:
-            raise params.node_error("SuperMergerDiceRoll", e) from None
+        return _params_output("SuperMergerDiceRoll", params.dice, weights, mode, seed, alpha, beta, custom, upper,
+                              lower, clamp_upper, clamp_lower, round, extend_xl)
 
 
 ADJUST_TIPS = {"IN": "Detail (input conv)", "OUT": "Detail (final norm)", "OUT2": "Detail (output conv)",

@@ -41,13 +41,11 @@ class Part:
     names: dict
 
 
-class PatcherSource:
+class PatcherSource(merge_core.DictSource):
     """A merge_core source over in-graph models: checkpoint-named keys → effective float32 weights."""
 
-    path = None
-
     def __init__(self, name: str, parts: list):
-        self.name = name
+        super().__init__({}, name)
         self._where = {}
         for part in parts:
             for comfy_key, ckpt_key in part.names.items():
@@ -75,15 +73,6 @@ class PatcherSource:
 
     def get(self, key):
         return effective_weight(self.key_patches(key), self.comfy_key(key))
-
-    def release(self, key):
-        pass
-
-    def metadata(self):
-        return {}
-
-    def close(self):
-        pass
 
 
 def _family_of(model_patches: dict) -> str:

@@ -175,3 +175,30 @@ def start(tmp_path_factory):
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+
+
+def ui_to_api(workflow: dict, object_info: dict) -> dict:
+    """A UI-format workflow (what the editor saves) as an API prompt, the way the editor converts it:
+    linked inputs from `links`, widget inputs from `widgets_values` in the node's input order."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        info = object_info[node["type"]]
+        linked = {i["name"]: links[i["link"]] for i in node.get("inputs", []) if i.get("link") is not None}
+        inputs = {name: [str(link[1]), link[2]] for name, link in linked.items()}
+        values = list(node.get("widgets_values", []))
+        spec_of = {**info["input"].get("optional", {}), **info["input"]["required"]}
+        for name in info["input_order"]["required"] + info["input_order"].get("optional", []):
+            typ, opts = spec_of[name][0], (spec_of[name][1] if len(spec_of[name]) > 1 else {})
+            if not (isinstance(typ, list) or typ in WIDGET_TYPES) or name in linked:
+                continue
+            if not values:
+                break
+            inputs[name] = values.pop(0)
+            if opts.get("control_after_generate"):
+                values.pop(0)
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt

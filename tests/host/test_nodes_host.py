@@ -121,3 +121,22 @@ def test_bad_input_is_one_clear_message_naming_node_and_input(host):
         host.run(graph("SuperMergerWeightSum", {"weights": ["bw", 0]}, extra=extra))
     msg = e.value.info["exception_message"]
     assert "SuperMergerWeightSum" in msg and "weights_alpha" in msg and "26" in msg
+
+
+@pytest.mark.parametrize("name", ["weight_sum_generate", "block_weights_preset", "add_difference_train_difference"])
+def test_example_workflows_run_as_saved(host, name):
+    from comfy_host import ui_to_api
+
+    workflow = json.loads((ROOT / "example_workflows" / f"{name}.json").read_text())
+    prompt = ui_to_api(workflow, host.get("/object_info"))
+    minis = iter(["mini_a.safetensors", "mini_b.safetensors", "mini_c.safetensors"])
+    for node in prompt.values():  # the same graph on the small test models, small and fast
+        if node["class_type"] == "CheckpointLoaderSimple":
+            node["inputs"]["ckpt_name"] = next(minis)
+        elif node["class_type"] == "EmptyLatentImage":
+            node["inputs"].update(width=64, height=64)
+        elif node["class_type"] == "KSampler":
+            node["inputs"]["steps"] = 4
+    entry = host.run(prompt)
+    assert host.image(entry).shape == (64, 64, 3)
+    Recipe.from_json(host.text(entry))

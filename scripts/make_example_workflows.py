@@ -1,0 +1,115 @@
+"""Writes example_workflows/*.json (ComfyUI's UI format) from the compact graphs below.
+
+    python scripts/make_example_workflows.py
+
+Each graph: nodes as (id, type, widget values, {input name: (source id, output slot)}), laid out left to
+right. Output slot types come from OUTPUT_TYPES; the host tests run every file (tests/host).
+"""
+import json
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent.parent / "example_workflows"
+
+OUTPUT_TYPES = {
+    "CheckpointLoaderSimple": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+    "CLIPTextEncode": [("CONDITIONING", "CONDITIONING")],
+    "EmptyLatentImage": [("LATENT", "LATENT")],
+    "KSampler": [("LATENT", "LATENT")],
+    "VAEDecode": [("IMAGE", "IMAGE")],
+    "SaveImage": [],
+    "PreviewAny": [],
+    "SuperMergerWeightSum": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("recipe", "STRING")],
+    "SuperMergerAddDifference": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("recipe", "STRING")],
+    "SuperMergerBlockWeights": [("weights", "SUPERMERGER_PARAMS")],
+}
+INPUT_TYPES = {"model": "MODEL", "model_a": "MODEL", "model_b": "MODEL", "model_c": "MODEL", "clip": "CLIP",
+               "clip_a": "CLIP", "clip_b": "CLIP", "clip_c": "CLIP", "vae": "VAE", "samples": "LATENT",
+               "latent_image": "LATENT", "positive": "CONDITIONING", "negative": "CONDITIONING",
+               "images": "IMAGE", "weights": "SUPERMERGER_PARAMS", "source": "*"}
+
+
+def sampler_tail(first_id, model, clip, vae, prefix):
+    i = first_id
+    return [
+        (i, "CLIPTextEncode", ["a cozy cabin in a snowy forest, warm light, detailed"], {"clip": clip}),
+        (i + 1, "CLIPTextEncode", ["blurry, low quality"], {"clip": clip}),
+        (i + 2, "EmptyLatentImage", [512, 512, 1], {}),
+        (i + 3, "KSampler", [0, "fixed", 20, 7.0, "euler", "normal", 1.0],
+         {"model": model, "positive": (i, 0), "negative": (i + 1, 0), "latent_image": (i + 2, 0)}),
+        (i + 4, "VAEDecode", [], {"samples": (i + 3, 0), "vae": vae}),
+        (i + 5, "SaveImage", [prefix], {"images": (i + 4, 0)}),
+    ]
+
+
+def loaders(names):
+    return [(i + 1, "CheckpointLoaderSimple", [n], {}) for i, n in enumerate(names)]
+
+
+GRAPHS = {
+    "weight_sum_generate": {
+        "title": "SuperMerger: weight sum, then generate",
+        "nodes": loaders(["model_a.safetensors", "model_b.safetensors"]) + [
+            (3, "SuperMergerWeightSum", [0.3, 0.25, "normal", False],
+             {"model_a": (1, 0), "model_b": (2, 0), "clip_a": (1, 1), "clip_b": (2, 1)}),
+            (4, "PreviewAny", [], {"source": (3, 2)}),
+        ] + sampler_tail(5, (3, 0), (3, 1), (1, 2), "supermerger_weight_sum"),
+    },
+    "block_weights_preset": {
+        "title": "SuperMerger: block weights (MBW) with a preset",
+        "nodes": loaders(["model_a.safetensors", "model_b.safetensors"]) + [
+            (3, "SuperMergerBlockWeights", ["", "GRAD_V", "", "(none)"], {}),
+            (4, "SuperMergerWeightSum", [0.5, 0.25, "normal", False],
+             {"model_a": (1, 0), "model_b": (2, 0), "clip_a": (1, 1), "clip_b": (2, 1), "weights": (3, 0)}),
+            (5, "PreviewAny", [], {"source": (4, 2)}),
+        ] + sampler_tail(6, (4, 0), (4, 1), (1, 2), "supermerger_mbw"),
+    },
+    "add_difference_train_difference": {
+        "title": "SuperMerger: add difference with trainDifference",
+        "nodes": loaders(["base.safetensors", "finetuned.safetensors", "original.safetensors"]) + [
+            (4, "SuperMergerAddDifference", [1.0, 0.25, 0.3, "trainDifference", False],
+             {"model_a": (1, 0), "model_b": (2, 0), "model_c": (3, 0), "clip_a": (1, 1), "clip_b": (2, 1),
+              "clip_c": (3, 1)}),
+            (5, "PreviewAny", [], {"source": (4, 2)}),
+        ] + sampler_tail(6, (4, 0), (4, 1), (1, 2), "supermerger_train_difference"),
+    },
+}
+
+
+def build(spec):
+    nodes, links = [], []
+    out_links = {}
+    columns = {}
+    for nid, ntype, widgets, inputs in spec["nodes"]:
+        depth = 0 if not inputs else 1 + max(columns[src] for src, _ in inputs.values())
+        columns[nid] = depth
+    rows = {}
+    for nid, ntype, widgets, inputs in spec["nodes"]:
+        ins = []
+        for slot, (name, (src, src_slot)) in enumerate(inputs.items()):
+            link_id = len(links) + 1
+            typ = INPUT_TYPES[name]
+            links.append([link_id, src, src_slot, nid, slot, typ])
+            out_links.setdefault((src, src_slot), []).append(link_id)
+            ins.append({"name": name, "type": typ, "link": link_id})
+        col = columns[nid]
+        row = rows.get(col, 0)
+        rows[col] = row + 1
+        nodes.append({"id": nid, "type": ntype, "pos": [40 + 380 * col, 40 + 230 * row], "size": [340, 190],
+                      "flags": {}, "order": 0, "mode": 0, "inputs": ins, "outputs": [],
+                      "properties": {"Node name for S&R": ntype}, "widgets_values": widgets})
+    for node in nodes:
+        node["outputs"] = [{"name": name, "type": typ, "links": out_links.get((node["id"], slot), []),
+                            "slot_index": slot} for slot, (name, typ) in enumerate(OUTPUT_TYPES[node["type"]])]
+    order = sorted(nodes, key=lambda n: columns[n["id"]])
+    for i, node in enumerate(order):
+        node["order"] = i
+    return {"last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes,
+            "links": links, "groups": [], "config": {}, "extra": {"info": {"title": spec["title"]}},
+            "version": 0.4}
+
+
+if __name__ == "__main__":
+    OUT.mkdir(exist_ok=True)
+    for name, spec in GRAPHS.items():
+        (OUT / f"{name}.json").write_text(json.dumps(build(spec), indent=1) + "\n")
+        print(f"wrote example_workflows/{name}.json")
