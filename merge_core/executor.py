@@ -64,9 +64,13 @@ class _Runner:
             b, c = difference(b, c), None
         return a, b, c
 
-    def prepass(self, cancel):
+    def prepass(self, cancel, progress=None):
+        total = len(self.plan.steps)
+
         def pairs():
-            for step in self.plan.steps:
+            for done, step in enumerate(self.plan.steps):
+                if progress:
+                    progress(done, total, "similarity pre-pass")
                 if step.action in (KEEP, MERGE) and prepass_key(step.key) and step.key in self.inputs.b:
                     if cancel is not None and cancel():
                         raise MergeInterrupted()
@@ -147,12 +151,13 @@ def merge_key(plan: Plan, step, a, b, c=None, stats=None, stage0_done: bool = Fa
     return out
 
 
-def run_prepass(plan: Plan, inputs: Inputs, cancel: Optional[Callable] = None):
+def run_prepass(plan: Plan, inputs: Inputs, cancel: Optional[Callable] = None,
+                progress: Optional[Callable] = None):
     """The calcmode's global statistics (cosineA/B's similarity range), or None if it has no pre-pass."""
     if plan.calcmode.prepass is None or not plan.merged():
         return None
     runner = _Runner(plan, inputs)
-    runner.prepass(cancel)
+    runner.prepass(cancel, progress)
     return runner.stats
 
 
@@ -167,9 +172,7 @@ def run_plan(plan: Plan, inputs: Inputs, emit: Callable, *, progress: Optional[C
     runner = _Runner(plan, inputs, device)
     total = len(plan.steps)
     if plan.calcmode.prepass is not None and plan.merged():
-        if progress:
-            progress(0, total, "similarity pre-pass")
-        runner.prepass(cancel)
+        runner.prepass(cancel, progress)
     if workers is None:
         workers = (os.cpu_count() or 1) if plan.calcmode.parallel else 1
     window = 2 * workers + 1

@@ -15,6 +15,7 @@ import torch
 
 import comfy.lora
 import comfy.model_management as mm
+import comfy.utils
 from comfy.weight_adapter import WeightAdapterBase
 
 from . import keymap
@@ -164,8 +165,10 @@ def merge_models(node: str, recipe, model_a, model_b, model_c=None, clip_a=None,
     except MergeError as e:
         raise e.at(f"{node}:") from None
     job = LazyMerge(node, plan, a, b, c if c is not None else a)
+    bar = comfy.utils.ProgressBar(len(plan.steps))
     try:
-        job.stats = merge_core.executor.run_prepass(plan, merge_core.Inputs(a, b, job.c), _cancel)
+        job.stats = merge_core.executor.run_prepass(plan, merge_core.Inputs(a, b, job.c), _cancel,
+                                                    lambda done, total, _phase: bar.update_absolute(done, total))
     except merge_core.MergeInterrupted:
         mm.throw_exception_if_processing_interrupted()
         raise

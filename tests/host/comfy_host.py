@@ -57,6 +57,19 @@ class Host:
         with urllib.request.urlopen(self.url + path, timeout=60) as r:
             return json.loads(r.read())
 
+    def queue(self, prompt: dict) -> str:
+        body = json.dumps({"prompt": prompt, "client_id": "supermerger-tests"}).encode()
+        req = urllib.request.Request(self.url + "/prompt", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read())["prompt_id"]
+
+    def post(self, path: str) -> None:
+        req = urllib.request.Request(self.url + path, data=b"{}", headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=60).close()
+
+    def status(self, pid: str):
+        return self.get(f"/history/{pid}").get(pid, {}).get("status", {})
+
     def run(self, prompt: dict, timeout: float = 900) -> dict:
         """Queue an API-format prompt and wait; returns its history entry (raises on a node error)."""
         body = json.dumps({"prompt": prompt, "client_id": "supermerger-tests"}).encode()

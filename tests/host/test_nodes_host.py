@@ -140,3 +140,28 @@ def test_example_workflows_run_as_saved(host, name):
     entry = host.run(prompt)
     assert host.image(entry).shape == (64, 64, 3)
     Recipe.from_json(host.text(entry))
+
+
+def test_interrupt_stops_the_node_time_prepass_promptly_and_leaves_inputs_intact(host):
+    import time
+
+    reference = host.image(host.run(graph(a="mini_a", seed=5)))
+    g = graph("SuperMergerWeightSum", {"calcmode": "cosineA", "alpha": 0.45}, seed=5)
+    pid = host.queue(g)
+    t0 = time.time()
+    while time.time() - t0 < 120:  # wait until the merge node is running its pre-pass
+        q = host.get("/queue")
+        if any(item[1] == pid for item in q["queue_running"]) and time.time() - t0 > 3.0:
+            break
+        time.sleep(0.05)
+    host.post("/interrupt")
+    t_int = time.time()
+    while not host.status(pid).get("completed") and host.status(pid).get("status_str") is None:
+        assert time.time() - t_int < 5.0, "not stopped within 5 s of Interrupt"
+        time.sleep(0.05)
+    stopped = time.time() - t_int
+    messages = [m[0] for m in host.status(pid).get("messages", [])]
+    assert "execution_interrupted" in messages, messages
+    assert stopped < 2.0, f"stopped after {stopped:.2f} s"
+    # the loaded models were not touched: model A still renders its own image
+    assert np.array_equal(host.image(host.run(graph(a="mini_a", seed=5))), reference)
