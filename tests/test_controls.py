@@ -277,3 +277,31 @@ def test_plan_is_deterministic_for_a_seed(seed, mode):
     one = plan(dice={"mode": mode, "beta": True}, mode="sum_twice", seed=seed)
     two = plan(dice={"mode": mode, "beta": True}, mode="sum_twice", seed=seed)
     assert [(s.key, s.alpha, s.beta) for s in one.steps] == [(s.key, s.alpha, s.beta) for s in two.steps]
+
+
+def test_all_controls_round_trip_through_a_saved_files_metadata(tmp_path, sd1):
+    from merge_core import SafetensorsFile, SaveOptions, make_plan, merge_to_file, open_inputs
+    from merge_core.synthetic import write_model
+
+    for name, sd in zip("abc", sd1):
+        write_model(sd, tmp_path / f"{name}.safetensors")
+    recipe = Recipe(model_a=str(tmp_path / "a.safetensors"), model_b=str(tmp_path / "b.safetensors"),
+                    model_c=str(tmp_path / "c.safetensors"), mode="sum_twice", alpha=0.3, beta=0.2,
+                    elemental="OUT03:attn2:R\nIN01::0.7", adjust="1,0,0,0,2,0,0,0",
+                    include_exclude={"mode": "exclude", "blocks": ["OUT11"], "elements": ["ff.net"]},
+                    dice={"mode": "X", "beta": True, "upper": "0.8", "lower": "0.2"})
+    inputs = open_inputs(recipe)
+    try:
+        first = merge_to_file(recipe, inputs, tmp_path / "m.safetensors", SaveOptions())
+    finally:
+        inputs.close()
+    with SafetensorsFile(tmp_path / "m.safetensors") as f:
+        stored = Recipe.from_json(f.metadata()["supermerger_recipe"])
+    assert stored.seed == first.plan.recipe.seed >= 0
+    again = open_inputs(stored)
+    try:
+        replay = make_plan(stored, again)
+    finally:
+        again.close()
+    assert [(s.key, s.action, s.alpha, s.beta, s.adjust) for s in replay.steps] == \
+           [(s.key, s.action, s.alpha, s.beta, s.adjust) for s in first.plan.steps]
