@@ -3,14 +3,14 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from helpers import merge, snapshot
+from helpers import merge
 from merge_core import MergeError, Recipe, build_plan
 from merge_core.adjust import ADJUST_KEYS, fineman, parse_adjust
 from merge_core.dice import DiceSettings, random_table, rewrite, SD_BLOCKS
 from merge_core.elemental import parse_elemental
 from merge_core.families import FAMILIES
 from merge_core.inex import compile_inex
-from merge_core.plan import KEEP, MERGE, ModelInfo
+from merge_core.plan import MERGE, ModelInfo
 from merge_core.synthetic import sd1_layout, sdxl_layout
 
 SD1 = FAMILIES["sd1"]
