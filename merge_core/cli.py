@@ -101,6 +101,51 @@ def cmd_adjust(args) -> int:
     return 0
 
 
+def cmd_analyze(args) -> int:
+    import csv
+
+    from . import analysis
+    from .plan import ModelInfo, detect_family
+    from .sources import open_model
+
+    with open_model(args.model_a) as a, open_model(args.model_b) as b:
+        family = detect_family({"a": ModelInfo.of(a), "b": ModelInfo.of(b)})
+        update, close = _progress_bar("compare")
+        try:
+            if args.mode == "asimilarity":
+                result = analysis.asimilarity(a, b, family, progress=update)
+            else:
+                parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+                result = analysis.cosine(a, b, family, args.mode, args.method, parts, progress=update)
+        finally:
+            close()
+    rows = result.csv_rows()
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(rows)
+    width = max((len(str(r[0])) for r in rows), default=5)
+    for block, key, score in rows:
+        print(f"{block:<{width}}  {score:8.3f}  {key}".rstrip())
+    return 0
+
+
+def cmd_metadata(args) -> int:
+    import json
+
+    from .sources import open_model
+
+    with open_model(args.model) as src:
+        meta = src.metadata()
+    pretty = {}
+    for k, v in meta.items():
+        try:
+            pretty[k] = json.loads(v) if isinstance(v, str) and v[:1] in "{[" else v
+        except ValueError:
+            pretty[k] = v
+    print(json.dumps(pretty, indent=2, ensure_ascii=False))
+    return 0
+
+
 def cmd_keys(args) -> int:
     from .families import detect
     from .plan import ModelInfo, _context_dim
@@ -190,6 +235,21 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--fp16", action="store_true", help="store float32/bfloat16 weights as float16")
     a.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     a.set_defaults(func=cmd_adjust)
+
+    an = sub.add_parser("analyze", help="how similar two models are, per block or per key",
+                        description="Cosine similarity (x100) of two models per key and per block, or ASimilarity "
+                                    "of their self-attention blocks (SPEC 14).")
+    an.add_argument("model_a")
+    an.add_argument("model_b")
+    an.add_argument("--mode", default="block", choices=["asimilarity", "block", "element", "both"])
+    an.add_argument("--method", default="mean", choices=["mean", "min", "attn2"], help="block value (block mode)")
+    an.add_argument("--parts", default="te,unet,vae", help="which parts to compare: te, unet, vae")
+    an.add_argument("--csv", help="also write the table as CSV")
+    an.set_defaults(func=cmd_analyze)
+
+    md = sub.add_parser("metadata", help="print a safetensors file's metadata as JSON")
+    md.add_argument("model")
+    md.set_defaults(func=cmd_metadata)
 
     k = sub.add_parser("keys", help="list a model's keys with their blocks, shapes and dtypes")
     k.add_argument("model", help=".safetensors or .ckpt file")

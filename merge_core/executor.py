@@ -65,20 +65,10 @@ class _Runner:
         return a, b, c
 
     def prepass(self, cancel, progress=None):
-        total = len(self.plan.steps)
-
-        def pairs():
-            for done, step in enumerate(self.plan.steps):
-                if progress:
-                    progress(done, total, "similarity pre-pass")
-                if step.action in (KEEP, MERGE) and prepass_key(step.key) and step.key in self.inputs.b:
-                    if cancel is not None and cancel():
-                        raise MergeInterrupted()
-                    a, b, _ = self.operands(step.key, step.reads_c)
-                    a, b, _, _ = _aligned(a, b, None)
-                    yield step.key, a, b
-                    self.release(step.key)
-        self.stats = self.cm.prepass(pairs())
+        keys = [s.key for s in self.plan.steps
+                if s.action in (KEEP, MERGE) and prepass_key(s.key) and s.key in self.inputs.b]
+        self.stats = self.cm.prepass(iter_pairs(keys, lambda k: self.operands(k, k in self.c)[:2], self.release,
+                                                cancel, progress, "similarity pre-pass"))
 
     def release(self, key):
         for src in (self.inputs.a, self.inputs.b, self.c):
@@ -149,6 +139,24 @@ def merge_key(plan: Plan, step, a, b, c=None, stats=None, stage0_done: bool = Fa
         full[:, :n] = out
         out = full
     return out
+
+
+def iter_pairs(keys: list, read: Callable, release: Optional[Callable] = None, cancel: Optional[Callable] = None,
+               progress: Optional[Callable] = None, phase: str = "compare"):
+    """(key, a, b) for each key, read one key at a time (channel-aligned, pages released after use): the
+    loop behind every whole-model statistic (cosine pre-pass, similarity analysis)."""
+    for done, key in enumerate(keys):
+        if cancel is not None and cancel():
+            raise MergeInterrupted()
+        if progress:
+            progress(done, len(keys), phase)
+        a, b = read(key)
+        a, b, _, _ = _aligned(a, b, None)
+        yield key, a, b
+        if release is not None:
+            release(key)
+    if progress:
+        progress(len(keys), len(keys), phase)
 
 
 def run_prepass(plan: Plan, inputs: Inputs, cancel: Optional[Callable] = None,
