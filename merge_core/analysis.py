@@ -130,3 +130,22 @@ def _numel(shape) -> int:
     for d in shape:
         n *= d
     return n
+
+
+def elements(source, family: Family, contains: Optional[str] = None) -> list:
+    """SuperMerger's Elements tab (SPEC §15): (key, block, fine block, shape, dtype) for every key;
+    "-" where SuperMerger never merges the key."""
+    rows = []
+    for key in source.keys():
+        if contains and contains not in key:
+            continue
+        ref = family.block_of(key)
+        rows.append((key, ref.coarse if ref else "-", ref.fine if ref else "-", list(source.shape(key)),
+                     str(source.dtype(key)).replace("torch.", "")))
+    return rows
+
+
+def table_text(result: Similarity) -> str:
+    rows = result.csv_rows()
+    width = max((len(str(r[0])) for r in rows), default=5)
+    return "\n".join(f"{block:<{width}}  {score:8.3f}  {key}".rstrip() for block, key, score in rows)

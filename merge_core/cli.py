@@ -119,13 +119,10 @@ def cmd_analyze(args) -> int:
                 result = analysis.cosine(a, b, family, args.mode, args.method, parts, progress=update)
         finally:
             close()
-    rows = result.csv_rows()
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows(rows)
-    width = max((len(str(r[0])) for r in rows), default=5)
-    for block, key, score in rows:
-        print(f"{block:<{width}}  {score:8.3f}  {key}".rstrip())
+            csv.writer(f).writerows(result.csv_rows())
+    print(analysis.table_text(result))
     return 0
 
 
@@ -147,30 +144,24 @@ def cmd_metadata(args) -> int:
 
 
 def cmd_keys(args) -> int:
-    from .families import detect
-    from .plan import ModelInfo, _context_dim
+    from .analysis import elements
+    from .plan import ModelInfo, detect_family
     from .sources import open_model
 
     with open_model(args.model) as src:
-        info = ModelInfo.of(src)
-        family = detect(set(info.keys), f"model {args.model}", _context_dim(info))
+        family = detect_family({"a": ModelInfo.of(src)})
+        rows = elements(src, family, args.filter)
+    if args.blocks:
         counts = {}
-        rows = []
-        for key in info.keys:
-            if args.filter and args.filter not in key:
-                continue
-            ref = family.block_of(key)
-            block = ref.coarse if ref else "-"
+        for _key, block, *_ in rows:
             counts[block] = counts.get(block, 0) + 1
-            fine = f"\t{ref.fine if ref else '-'}" if family.extended else ""
-            rows.append(f"{key}\t{block}{fine}\t{list(src.shape(key))}\t{str(src.dtype(key)).replace('torch.', '')}")
-        if args.blocks:
-            print(f"{family.label}: {len(info.keys)} keys")
-            for block in [*family.slots, "-"]:
-                if block in counts:
-                    print(f"{block}\t{counts[block]}")
-        else:
-            print("\n".join(rows))
+        print(f"{family.label}: {len(rows)} keys")
+        for block in [*family.slots, "-"]:
+            if block in counts:
+                print(f"{block}\t{counts[block]}")
+    else:
+        for key, block, fine, shape, dtype in rows:
+            print("\t".join([key, block] + ([fine] if family.extended else []) + [str(shape), dtype]))
     return 0
 
 

@@ -2,7 +2,7 @@
 asks `params` for a Recipe and `patching` for the patched models; all maths is in merge_core."""
 from __future__ import annotations
 
-from comfy_api.v0_0_2 import ComfyExtension, io
+from comfy_api.v0_0_2 import ComfyExtension, io, ui
 
 from . import params, patching
 
@@ -220,7 +220,79 @@ class SuperMergerAdjust(io.ComfyNode):
             raise params.node_error("SuperMergerAdjust", e) from None
 
 
+class SuperMergerAnalysis(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SuperMergerAnalysis", display_name="Model Similarity (SuperMerger)",
+            category=f"{CATEGORY}/analysis",
+            description="How alike two models are, per block (a bar per block) or per key (SPEC §14).",
+            inputs=[io.Model.Input("model_a", tooltip="The first model."),
+                    io.Model.Input("model_b", tooltip="The model compared with it."),
+                    io.Combo.Input("mode", options=["block", "element", "both", "asimilarity"], default="block",
+                                   tooltip="block: cosine similarity per block; element: per key; both; "
+                                           "asimilarity: how alike the self-attention blocks respond."),
+                    io.Combo.Input("block_method", options=["mean", "min", "attn2"], default="mean",
+                                   tooltip="A block's value: the mean or minimum of its keys, or its "
+                                           "cross-attention output weight."),
+                    io.Clip.Input("clip_a", optional=True, tooltip="Also compare the text encoders (BASE)."),
+                    io.Clip.Input("clip_b", optional=True, tooltip="The second text encoder.")],
+            outputs=[io.String.Output(display_name="table", tooltip="The scores as text (block, score, key)."),
+                     io.Image.Output(display_name="chart", tooltip="A bar per block (100 = identical).")])
+
+    @classmethod
+    def execute(cls, model_a, model_b, mode, block_method, clip_a=None, clip_b=None) -> io.NodeOutput:
+        import numpy as np
+        import torch
+
+        from .chart import bar_chart
+
+        node = "SuperMergerAnalysis"
+        try:
+            result, family = patching.analyze(node, model_a, model_b, mode, block_method, clip_a, clip_b)
+        except params.MergeError as e:
+            raise params.node_error(node, e) from None
+        analysis = params.merge_core.analysis
+        rows = result.blocks or [(b, s) for b, _k, s in result.elements]
+        title = ("ASimilarity per attention block" if mode == "asimilarity"
+                 else f"{family.label}: cosine similarity ({block_method} per block)")
+        image = bar_chart(rows, title)
+        tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).unsqueeze(0)
+        text = analysis.table_text(result)
+        return io.NodeOutput(text, tensor, ui=ui.PreviewImage(tensor, cls=cls))
+
+
+class SuperMergerElements(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        import folder_paths
+
+        return io.Schema(
+            node_id="SuperMergerElements", display_name="Model Elements (SuperMerger)",
+            category=f"{CATEGORY}/analysis",
+            description="Every key of a model with its block, SDXL fine block and shape: the names elemental "
+                        "merge and Include/Exclude use (SPEC §15).",
+            inputs=[io.Combo.Input("ckpt_name", options=["(connected model)"] + folder_paths.get_filename_list(
+                        "checkpoints"), default="(connected model)",
+                        tooltip="A checkpoint file, read without loading it; or use the model input."),
+                    io.String.Input("filter", default="", tooltip="Only keys containing this text."),
+                    io.Model.Input("model", optional=True, tooltip="A loaded model (its U-Net keys)."),
+                    io.Clip.Input("clip", optional=True, tooltip="Also list its text encoder keys.")],
+            outputs=[io.String.Output(display_name="elements", tooltip="key, block, fine block, shape, dtype")])
+
+    @classmethod
+    def execute(cls, ckpt_name, filter, model=None, clip=None) -> io.NodeOutput:
+        node = "SuperMergerElements"
+        try:
+            rows = patching.elements(node, ckpt_name if ckpt_name != "(connected model)" else None, model, clip,
+                                     filter)
+        except params.MergeError as e:
+            raise params.node_error(node, e) from None
+        text = "\n".join("\t".join([k, b, f, str(s), d]) for k, b, f, s, d in rows)
+        return io.NodeOutput(text, ui=ui.PreviewText(f"{len(rows)} keys\n" + text[:20000]))
+
+
 class SuperMergerExtension(ComfyExtension):
     async def get_node_list(self) -> list:
         return [*MERGE_NODES, SuperMergerBlockWeights, SuperMergerElemental, SuperMergerIncludeExclude,
-                SuperMergerDiceRoll, SuperMergerAdjust]
+                SuperMergerDiceRoll, SuperMergerAdjust, SuperMergerAnalysis, SuperMergerElements]

@@ -200,3 +200,41 @@ def adjust_model(node: str, model, adjust: str):
     out = model.clone()
     out.add_patches({names[s.key]: MergePatch(job, s) for s in steps}, 1.0, 1.0)
     return out
+
+
+def analyze(node: str, model_a, model_b, mode: str, method: str, clip_a=None, clip_b=None):
+    """Similarity of two in-graph models (their effective weights, patches applied)."""
+    family = merge_core.FAMILIES[_family_of(model_a.get_key_patches("diffusion_model."))]
+    a = source("model A", model_a, clip_a if clip_b is not None else None, family.name)
+    b = source("model B", model_b, clip_b if clip_a is not None else None)
+    bar = comfy.utils.ProgressBar(1)
+    progress = lambda done, total, _phase: bar.update_absolute(done, total)  # noqa: E731
+    analysis = merge_core.analysis
+    try:
+        if mode == "asimilarity":
+            result = analysis.asimilarity(a, b, family, _cancel, progress)
+        else:
+            result = analysis.cosine(a, b, family, mode, method, ("te", "unet"), _cancel, progress)
+    except merge_core.MergeInterrupted:
+        mm.throw_exception_if_processing_interrupted()
+        raise
+    return result, family
+
+
+def elements(node: str, ckpt_name, model=None, clip=None, contains: str = ""):
+    """Key listing of a checkpoint file (read lazily, not loaded) or of a loaded model."""
+    if ckpt_name:
+        import folder_paths
+
+        path = folder_paths.get_full_path("checkpoints", ckpt_name)
+        if path is None:
+            raise MergeError(f"{node}: ckpt_name", f"'{ckpt_name}' is not in the checkpoints folder")
+        with merge_core.open_model(path) as src:
+            info = merge_core.ModelInfo.of(src)
+            family = merge_core.plan.detect_family({"a": info})
+            return merge_core.analysis.elements(src, family, contains or None)
+    if model is None:
+        raise MergeError(f"{node}: model", "connect a model or choose a checkpoint")
+    src = source("model", model, clip)
+    family = merge_core.FAMILIES[_family_of(model.get_key_patches("diffusion_model."))]
+    return merge_core.analysis.elements(src, family, contains or None)

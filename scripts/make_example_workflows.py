@@ -21,6 +21,7 @@ OUTPUT_TYPES = {
     "SuperMergerWeightSum": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("recipe", "STRING")],
     "SuperMergerAddDifference": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("recipe", "STRING")],
     "SuperMergerBlockWeights": [("weights", "SUPERMERGER_PARAMS")],
+    "SuperMergerAnalysis": [("table", "STRING"), ("chart", "IMAGE")],
 }
 INPUT_TYPES = {"model": "MODEL", "model_a": "MODEL", "model_b": "MODEL", "model_c": "MODEL", "clip": "CLIP",
                "clip_a": "CLIP", "clip_b": "CLIP", "clip_c": "CLIP", "vae": "VAE", "samples": "LATENT",
@@ -71,6 +72,18 @@ GRAPHS = {
               "clip_c": (3, 1)}),
             (5, "PreviewAny", [], {"source": (4, 2)}),
         ] + sampler_tail(6, (4, 0), (4, 1), (1, 2), "supermerger_train_difference"),
+    },
+    "similarity_chart": {
+        "title": "SuperMerger: how much a merge changed each block",
+        "nodes": loaders(["model_a.safetensors", "model_b.safetensors"]) + [
+            (3, "SuperMergerBlockWeights", ["", "GRAD_A", "", "(none)"], {}),
+            (4, "SuperMergerWeightSum", [0.5, 0.25, "normal", False],
+             {"model_a": (1, 0), "model_b": (2, 0), "clip_a": (1, 1), "clip_b": (2, 1), "weights": (3, 0)}),
+            (5, "SuperMergerAnalysis", ["block", "mean"],
+             {"model_a": (1, 0), "model_b": (4, 0), "clip_a": (1, 1), "clip_b": (4, 1)}),
+            (6, "PreviewAny", [], {"source": (5, 0)}),
+            (7, "SaveImage", ["supermerger_similarity"], {"images": (5, 1)}),
+        ],
     },
 }
 

@@ -1,5 +1,6 @@
 """The merge nodes in a real ComfyUI (issue: ComfyUI nodes). See conftest.py for how to run them."""
 import json
+import os
 import sys
 
 import numpy as np
@@ -13,7 +14,7 @@ from merge_core.calcmodes import CALCMODES  # noqa: E402
 
 NODE_IDS = ["SuperMergerWeightSum", "SuperMergerAddDifference", "SuperMergerTripleSum", "SuperMergerSumTwice",
             "SuperMergerBlockWeights", "SuperMergerElemental", "SuperMergerIncludeExclude", "SuperMergerDiceRoll",
-            "SuperMergerAdjust"]
+            "SuperMergerAdjust", "SuperMergerAnalysis", "SuperMergerElements"]
 MODE_OF = {"SuperMergerWeightSum": "weight_sum", "SuperMergerAddDifference": "add_difference",
            "SuperMergerTripleSum": "triple_sum", "SuperMergerSumTwice": "sum_twice"}
 
@@ -123,7 +124,8 @@ def test_bad_input_is_one_clear_message_naming_node_and_input(host):
     assert "SuperMergerWeightSum" in msg and "weights_alpha" in msg and "26" in msg
 
 
-@pytest.mark.parametrize("name", ["weight_sum_generate", "block_weights_preset", "add_difference_train_difference"])
+@pytest.mark.parametrize("name", ["weight_sum_generate", "block_weights_preset", "add_difference_train_difference",
+                                  "similarity_chart"])
 def test_example_workflows_run_as_saved(host, name):
     from comfy_host import ui_to_api
 
@@ -138,6 +140,9 @@ def test_example_workflows_run_as_saved(host, name):
         elif node["class_type"] == "KSampler":
             node["inputs"]["steps"] = 4
     entry = host.run(prompt)
+    if name == "similarity_chart":
+        assert host.image(entry).shape[0] > 200 and "OUT" in host.text(entry)
+        return
     assert host.image(entry).shape == (64, 64, 3)
     Recipe.from_json(host.text(entry))
 
@@ -165,3 +170,43 @@ def test_interrupt_stops_the_node_time_prepass_promptly_and_leaves_inputs_intact
     assert stopped < 2.0, f"stopped after {stopped:.2f} s"
     # the loaded models were not touched: model A still renders its own image
     assert np.array_equal(host.image(host.run(graph(a="mini_a", seed=5))), reference)
+
+
+def test_analysis_chart_shows_a_drop_in_the_merged_block_alone(host):
+    import shutil
+
+    weights = ",".join(["0"] * 15 + ["1"] + ["0"] * 10)  # OUT01 only; the mini U-Net has OUT00…OUT03
+    g = {
+        "ckA": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "mini_a.safetensors"}},
+        "ckB": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "mini_b.safetensors"}},
+        "bw": {"class_type": "SuperMergerBlockWeights", "inputs": {"weights_alpha": weights, "preset_alpha": "(none)",
+                                                                    "weights_beta": "", "preset_beta": "(none)"}},
+        "merge": {"class_type": "SuperMergerWeightSum",
+                  "inputs": {"model_a": ["ckA", 0], "model_b": ["ckB", 0], "clip_a": ["ckA", 1], "clip_b": ["ckB", 1],
+                             "alpha": 0.5, "beta": 0.25, "calcmode": "normal", "weights": ["bw", 0]}},
+        "an": {"class_type": "SuperMergerAnalysis",
+               "inputs": {"model_a": ["ckA", 0], "model_b": ["merge", 0], "clip_a": ["ckA", 1], "clip_b": ["merge", 1],
+                          "mode": "block", "block_method": "mean"}},
+        "txt": {"class_type": "PreviewAny", "inputs": {"source": ["an", 0]}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["an", 1], "filename_prefix": "similarity_chart"}},
+    }
+    entry = host.run(g)
+    scores = {line.split()[0]: float(line.split()[1]) for line in host.text(entry).splitlines()}
+    assert scores["OUT01"] < 90, scores
+    assert all(v == 100.0 for k, v in scores.items() if k != "OUT01"), scores
+    chart = host.image(entry)
+    assert chart.shape[0] >= 300 and chart.shape[1] >= 300 and chart.std() > 10
+    keep = os.environ.get("SUPERMERGER_KEEP_CHART")
+    if keep:  # for a person to look at
+        out = next(iter(o for o in entry["outputs"].values() if "images" in o))["images"][0]
+        shutil.copy(host.work / "output" / out["filename"], keep)
+
+
+def test_elements_node_lists_keys_with_their_blocks(host):
+    g = {"el": {"class_type": "SuperMergerElements",
+                "inputs": {"ckpt_name": "mini_a.safetensors", "filter": "attn1.to_q"}},
+         "txt": {"class_type": "PreviewAny", "inputs": {"source": ["el", 0]}}}
+    text = host.text(host.run(g))
+    key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
+    assert f"{key}\tIN01\tIN01\t[320, 320]" in text
+    assert all("attn1.to_q" in line for line in text.splitlines())
