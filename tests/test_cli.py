@@ -72,21 +72,6 @@ def runs(tmp_path_factory):
             p.communicate()
 
 
-def test_demo_writes_a_merged_model_that_loads(runs):
-    d, procs = runs
-    rc, out, err = finish(procs["demo"])
-    assert rc == 0, err
-    assert len(out.strip().splitlines()) >= 3
-    merged = d / "demo" / "merged.safetensors"
-    tensors = load_file(merged)
-    a = load_file(d / "demo" / "model_a.safetensors")
-    assert tensors.keys() == a.keys() and len(tensors) > 1000
-    with safe_open(merged, "pt") as f:
-        recipe = Recipe.from_json(f.metadata()["supermerger_recipe"])
-    assert (recipe.mode, recipe.calcmode, recipe.weights_alpha) == ("add_difference", "trainDifference", "GRAD_V")
-    assert str(merged) in out
-
-
 def test_merge_writes_the_file_and_a_second_run_without_overwrite_fails_cleanly(runs):
     d, procs = runs
     target = d / "x.safetensors"
@@ -123,6 +108,21 @@ def test_keys_blocks_prints_the_key_count_of_every_block(runs):
     expected = Counter(family.block_of(k).coarse if family.block_of(k) else "-" for k in keys)
     assert got == dict(expected)
     assert got["IN00"] == 6  # time_embed (4 keys) + input_blocks.0 (2)
+
+
+def test_demo_writes_a_merged_model_that_loads(runs):
+    d, procs = runs
+    rc, out, err = finish(procs["demo"])
+    assert rc == 0, err
+    assert len(out.strip().splitlines()) >= 3
+    merged = d / "demo" / "merged.safetensors"
+    tensors = load_file(merged)
+    a = load_file(d / "demo" / "model_a.safetensors")
+    assert tensors.keys() == a.keys() and len(tensors) > 1000
+    with safe_open(merged, "pt") as f:
+        recipe = Recipe.from_json(f.metadata()["supermerger_recipe"])
+    assert (recipe.mode, recipe.calcmode, recipe.weights_alpha) == ("add_difference", "trainDifference", "GRAD_V")
+    assert str(merged) in out
 
 
 @pytest.mark.parametrize("args", list(HELP), ids=lambda a: " ".join(a) or "top")
