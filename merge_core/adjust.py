@@ -25,7 +25,7 @@ class Adjustment:
     def apply(self, t: torch.Tensor) -> torch.Tensor:
         if self.scale is not None:
             return t * self.scale
-        return t + torch.tensor(self.shift, dtype=torch.float32)
+        return t + torch.tensor(self.shift, dtype=torch.float32, device=t.device)
 
 
 def parse_adjust(text: str) -> Optional[list]:

@@ -16,7 +16,7 @@ import numpy as np
 from .errors import MergeError
 
 MODES = ("off", "R", "U", "X", "D", "ER", "EU", "EX", "custom")
-OFFSETS = {"alpha": 0, "beta": 50, "elemental": 100}  # SuperMerger's RANDMAP
+OFFSETS = {"alpha": 0, "beta": 50, "elemental": 100}  # SuperMerger's RANDMAP: where each list reads the table
 SD_BLOCKS = ("BASE",) + tuple(f"IN{i:02}" for i in range(12)) + ("M00",) + tuple(f"OUT{i:02}" for i in range(12))
 DEFAULT_CUSTOM = "U,0,0,0,0,0,0,0,0,0,0,0,0,R,R,R,R,R,R,R,R,R,R,R,R,R"
 FIELDS = {"mode", "alpha", "beta", "custom", "upper", "lower", "clamp_upper", "clamp_lower", "round", "extend_xl"}
@@ -112,14 +112,16 @@ def rewrite(text: str, table: np.ndarray, offset: int, settings: DiceSettings, b
             v = max(v, _float(clow[i], "dice.clamp_lower"))
         return round(v, settings.round)
 
-    def limits(i):
-        lo, hi = low[i], up[i]
+    def limits(i, token):
+        """(lower, upper). A lower limit `vRp` is v with probability p; otherwise X gets 0 (both limits
+        0) and D its centre (width 0), as SuperMerger does."""
+        lo, hi = low[i], _float(up[i], "dice.upper")
         if "R" in lo:
             value, p = lo.split("R", 1)
             if coin.random() > _float(p, "dice.lower"):
-                return 0.0, 0.0
+                return (0.0, 0.0) if token == "X" else (0.0, hi)
             lo = value
-        return _float(lo, "dice.lower"), _float(hi, "dice.upper")
+        return _float(lo, "dice.lower"), hi
 
     out, elem = [], {"R": [], "U": [], "X": []}
     for i, token in enumerate(tokens):
@@ -130,10 +132,10 @@ def rewrite(text: str, table: np.ndarray, offset: int, settings: DiceSettings, b
         elif t == "U":
             out.append(str(lim(-2 * r + 1.5, i)))
         elif t == "X":
-            lo, hi = limits(i)
+            lo, hi = limits(i, "X")
             out.append(str(lim((lo - hi) * r + hi, i)))
         elif t == "D":
-            lo, hi = limits(i)
+            lo, hi = limits(i, "D")
             out.append(str(lim(hi + lo * (r - 0.5), i)))
         elif t in ("ER", "EU", "EX"):
             if i < len(block_names) and block_names[i]:

@@ -17,7 +17,7 @@ import torch
 
 from .calcmodes import KEEP as CALC_KEEP, KeyArgs
 from .errors import MergeError, MergeInterrupted
-from .modes import difference
+from .modes import difference, stage0_applies
 from .plan import FROM_B, FROM_VAE, KEEP, MERGE, RESET_IDS, Plan
 from .calcmodes.cosine import prepass_key
 
@@ -57,10 +57,7 @@ class _Runner:
     def operands(self, key, reads_c):
         a, b = self.inputs.a.get(key), self.inputs.b.get(key)
         c = self.c.get(key) if reads_c else None
-        if self.stage0:
-            if c is not None and b.shape != c.shape:
-                n = min(b.shape[1], c.shape[1])
-                b, c = _narrow(b, n), _narrow(c, n)
+        if self.stage0 and stage0_applies(key):
             b, c = difference(b, c), None
         return a, b, c
 
@@ -68,7 +65,7 @@ class _Runner:
         keys = [s.key for s in self.plan.steps
                 if s.action in (KEEP, MERGE) and prepass_key(s.key) and s.key in self.inputs.b]
         self.stats = self.cm.prepass(iter_pairs(keys, lambda k: self.operands(k, k in self.c)[:2], self.release,
-                                                cancel, progress, "similarity pre-pass"))
+                                                cancel, progress, "similarity pre-pass"))  # B − C as in Stage 0
 
     def release(self, key):
         for src in (self.inputs.a, self.inputs.b, self.c):
@@ -115,10 +112,7 @@ def merge_key(plan: Plan, step, a, b, c=None, stats=None, stage0_done: bool = Fa
     with B and C as they are; the executor has already formed B − C (`stage0_done`)."""
     cm = plan.calcmode
     if not stage0_done and plan.mode == "add_difference" and not cm.reads_c:
-        if c is not None and b.shape != c.shape:
-            n = min(b.shape[1], c.shape[1])
-            b, c = _narrow(b, n), _narrow(c, n)
-        b, c = difference(b, c), None
+        b, c = difference(b, c), None  # every merged key has "model" and "weight"/"bias" (plan)
     av, bv, cv, n = _aligned(a, b, c)
     r = plan.recipe
     p = KeyArgs(key=step.key, alpha=step.alpha, beta=step.beta, gamma=r.gamma, mode=plan.mode,
@@ -129,16 +123,15 @@ def merge_key(plan: Plan, step, a, b, c=None, stats=None, stage0_done: bool = Fa
         raise MergeError(f"key {step.key}", f"calcmode {cm.name} failed: {str(e).strip() or type(e).__name__}") from None
     if result is CALC_KEEP:  # unchanged and, by SuperMerger's rule, not adjusted either
         return None
-    if step.adjust is not None:
-        result = step.adjust.apply(result)
-    elif result is av and n is None:
+    if result is av and n is None and step.adjust is None:
         return None
-    out = result.to(a.dtype)
-    if n is not None:
+    if n is not None:  # back into a copy of A's full tensor, as SuperMerger writes into A
         full = a.clone()
-        full[:, :n] = out
-        out = full
-    return out
+        full[:, :n] = result.to(a.dtype)
+        result = full
+    if step.adjust is not None:  # after the calcmode, on the whole tensor (inpainting channels included)
+        result = step.adjust.apply(result)
+    return result.to(a.dtype)
 
 
 def iter_pairs(keys: list, read: Callable, release: Optional[Callable] = None, cancel: Optional[Callable] = None,

@@ -16,13 +16,13 @@ CHUNK = 1 << 18  # elements: 1 MiB of f32 per buffer, comfortably inside L2
 _local = threading.local()
 
 
-def _buffers(count: int, dtype: torch.dtype) -> list:
+def _buffers(count: int, dtype: torch.dtype, device: torch.device) -> list:
     pool = getattr(_local, "pool", None)
     if pool is None:
         pool = _local.pool = {}
-    bufs = pool.setdefault(dtype, [])
+    bufs = pool.setdefault((dtype, device), [])
     while len(bufs) < count:
-        bufs.append(torch.empty(CHUNK, dtype=dtype))
+        bufs.append(torch.empty(CHUNK, dtype=dtype, device=device))
     return bufs[:count]
 
 
@@ -36,8 +36,9 @@ def elementwise(fn: Callable, *tensors: torch.Tensor, work: torch.dtype, out: to
     if n <= CHUNK:
         return fn(*(t.to(work, copy=True) for t in tensors)).to(out)
     flat = [t.reshape(-1) for t in tensors]
-    result = torch.empty(n, dtype=out)
-    bufs = _buffers(len(tensors), work)
+    device = tensors[0].device
+    result = torch.empty(n, dtype=out, device=device)
+    bufs = _buffers(len(tensors), work, device)
     for i in range(0, n, CHUNK):
         m = min(CHUNK, n - i)
         chunks = [buf[:m].copy_(f[i:i + m]) for buf, f in zip(bufs, flat)]

@@ -139,7 +139,8 @@ def display_name(recipe: Recipe, plan: Plan) -> str:
     """SuperMerger's merge name, from the weights the plan really used."""
     wa, wb = plan.weights_alpha, plan.weights_beta
     return merge_name(plan.mode, recipe.calcmode, recipe.model_a, recipe.model_b, recipe.model_c or recipe.model_a,
-                      wa.base if wa else recipe.alpha, recipe.beta, _listing(wa), _listing(wb) if wa else None)
+                      wa.base if wa else recipe.alpha, wb.base if wb else recipe.beta, _listing(wa),
+                      _listing(wb) if wa else None)
 
 
 def build_metadata(recipe: Recipe, plan: Plan, inputs: Inputs) -> dict:

@@ -71,7 +71,16 @@ USES_BETA = {"weight_sum": False, "add_difference": False, "triple_sum": True, "
 
 
 def difference(b: Tensor, c) -> Tensor:
-    """Stage 0 of add difference: (B − C) in f32, stored in B's dtype; zeros where C lacks the key."""
+    """Stage 0 of add difference: (B − C) in f32, stored in B's dtype; zeros where C lacks the key. An
+    inpainting B against a normal C keeps the channels they share."""
     if c is None:
         return torch.zeros_like(b)
+    if b.shape != c.shape and b.dim() >= 2 and c.dim() >= 2:
+        n = min(b.shape[1], c.shape[1])
+        b, c = b[:, :n], c[:, :n]
     return elementwise(lambda x, y: torch.sub(x, y, out=x), b, c, work=F32, out=b.dtype)
+
+
+def stage0_applies(key: str) -> bool:
+    """SuperMerger forms B − C only for B's model weights and biases; other keys keep B's values."""
+    return "model" in key and ("weight" in key or "bias" in key)

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 from . import calcmodes
 from .adjust import Adjustment, compile_adjust
-from .dice import SD_BLOCKS, DiceSettings, dice_tokens, draw_seed, elemental_ratio, random_table, rewrite
+from .dice import OFFSETS, SD_BLOCKS, DiceSettings, dice_tokens, draw_seed, elemental_ratio, random_table, rewrite
 from .elemental import Elemental, parse_elemental
 from .errors import MergeError
 from .families import Family, detect
@@ -168,7 +168,7 @@ def _weights(recipe: Recipe, family: Family, usebeta: bool, presets) -> tuple:
         for which in ("alpha", "beta"):
             if _has_random(texts[which]):
                 n = len(texts[which].split(","))
-                roll = rewrite(texts[which], table, {"alpha": 0, "beta": 50}[which], dice,
+                roll = rewrite(texts[which], table, OFFSETS[which], dice,
                                _dice_block_names(family, n), recipe.seed, f"weights_{which}")
                 texts[which] = roll.text
                 if which == "alpha":  # SuperMerger discards the β list's elemental additions

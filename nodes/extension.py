@@ -211,9 +211,10 @@ class SuperMergerAdjust(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, **values) -> io.NodeOutput:
-        text = ",".join(str(float(values[name.lower()])) for name in ADJUST_TIPS)
-        if params.merge_core.adjust.parse_adjust(text) is None:
-            return io.NodeOutput(model)
+        numbers = [float(values[name.lower()]) for name in ADJUST_TIPS]
+        if not any(numbers):
+            return io.NodeOutput(model)  # nothing to adjust: the model itself, no patches
+        text = ",".join(str(v) for v in numbers)
         try:
             return io.NodeOutput(patching.adjust_model("SuperMergerAdjust", model, text))
         except params.MergeError as e:

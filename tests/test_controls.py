@@ -206,7 +206,7 @@ def test_dice_mode_fills_the_weights_and_records_a_drawn_seed():
     again = plan(dice={"mode": "R"}, seed=p.recipe.seed)
     assert alphas(p) == alphas(again)
     assert len(set(alphas(p).values())) > 10
-    assert all(0 <= a < 1 for a in alphas(p).values())
+    assert all(0 <= a <= 1 for a in alphas(p).values())  # R is in [0, 1); rounding can give 1.0
 
 
 def test_dice_on_xl_uses_supermerger_positions_then_converts():

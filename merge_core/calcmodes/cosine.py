@@ -47,7 +47,7 @@ def _trimmed_range(values: np.ndarray) -> SimilarityRange:
 
 def _prepass(normalised: bool):
     def run(pairs):
-        parts = [_similarity(a, b, normalised, combined=not normalised).reshape(-1).double().numpy()
+        parts = [_similarity(a, b, normalised, combined=not normalised).reshape(-1).double().cpu().numpy()
                  for _key, a, b in pairs if a.dim() > 0]
         return _trimmed_range(np.concatenate(parts) if parts else np.zeros(0))
     return run

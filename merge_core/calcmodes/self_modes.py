@@ -2,7 +2,7 @@ import hashlib
 
 import torch
 
-from . import register
+from . import KEEP, register
 
 SELF_SKIPS = ("to_out", "proj_out", "norm")
 
@@ -14,7 +14,7 @@ def _skips(key: str) -> bool:
 @register("self", modes=("weight_sum",), skip_key=_skips)
 def self_scale(a, b, c, p):
     """A·α (B only decides which keys take part, SPEC §2.8)."""
-    return a if p.alpha == 0 else a * p.alpha
+    return KEEP if p.alpha == 0 else a * p.alpha  # SuperMerger skips the key, Adjust included
 
 
 def key_generator(seed: int, key: str) -> torch.Generator:
@@ -27,6 +27,6 @@ def key_generator(seed: int, key: str) -> torch.Generator:
 def plus_random(a, b, c, p):
     """A + α·N(0, 1) noise, seeded from the recipe's seed (SuperMerger's is unseeded, SPEC §2.9)."""
     if p.alpha == 0:
-        return a
-    noise = torch.randn(a.shape, generator=key_generator(p.seed, p.key), dtype=torch.float32)
+        return KEEP
+    noise = torch.randn(a.shape, generator=key_generator(p.seed, p.key), dtype=torch.float32).to(a.device)
     return a.float() + noise * p.alpha

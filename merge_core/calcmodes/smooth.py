@@ -7,9 +7,9 @@ from . import register
 
 def smoothed(d: torch.Tensor) -> torch.Tensor:
     """median (3 in every axis) then gaussian (σ = 1) filter of a difference, as scipy does it."""
-    x = d.to(torch.float32).numpy()
+    x = d.to(torch.float32).cpu().numpy()
     x = scipy.ndimage.gaussian_filter(scipy.ndimage.median_filter(x, size=3), sigma=1)
-    return torch.from_numpy(np.ascontiguousarray(x))
+    return torch.from_numpy(np.ascontiguousarray(x)).to(d.device)
 
 
 def smooth_add(a, b, c, p):

@@ -93,17 +93,29 @@ class Host:
             time.sleep(0.2)
         raise AssertionError(f"prompt {pid} did not finish in {timeout} s")
 
-    def image(self, entry: dict) -> np.ndarray:
+    def image(self, entry: dict, node: str = None) -> np.ndarray:
+        """The first saved image (of `node`, if given), fetched the way the editor does (/view)."""
+        import io
+        import urllib.parse
+
         from PIL import Image
 
-        for out in entry["outputs"].values():
+        for nid, out in entry["outputs"].items():
+            if node is not None and nid != node:
+                continue
             for img in out.get("images", []):
-                return np.asarray(Image.open(self.work / "output" / img.get("subfolder", "") / img["filename"]))
+                if node is None and img.get("type") != "output":
+                    continue  # a node's own preview; tests want what SaveImage wrote
+                query = urllib.parse.urlencode({"filename": img["filename"], "subfolder": img.get("subfolder", ""),
+                                                "type": img.get("type", "output")})
+                with urllib.request.urlopen(f"{self.url}/view?{query}", timeout=60) as r:
+                    return np.asarray(Image.open(io.BytesIO(r.read())))
         raise AssertionError(f"no image in {entry['outputs']}")
 
-    def text(self, entry: dict) -> str:
-        for out in entry["outputs"].values():
-            if "text" in out:
+    def text(self, entry: dict, node: str = None) -> str:
+        """The text shown by a PreviewAny node (`node`, or the first one found)."""
+        for nid, out in entry["outputs"].items():
+            if "text" in out and (nid == node or (node is None and "images" not in out)):
                 return out["text"][0]
         raise AssertionError(f"no text output in {entry['outputs']}")
 

@@ -1,0 +1,86 @@
+"""Behaviours a review found wrong once (each test names the rule it pins down)."""
+import torch
+
+from helpers import CONV_IN, merge
+from merge_core import DictSource, Inputs, Recipe, build_plan, make_plan
+from merge_core.adjust import Adjustment
+from merge_core.dice import DiceSettings, SD_BLOCKS, random_table, rewrite
+from merge_core.executor import run_prepass
+from merge_core import modes
+
+META = torch.device("meta")
+
+
+def test_kernels_and_adjust_keep_the_inputs_device():
+    a = torch.empty(300_000, device=META, dtype=torch.float16)
+    for mode, fn in modes.FORMULAS.items():
+        assert fn(a, a, a, 0.3, 0.2, False).device == META, mode
+    assert modes.difference(a, a).device == META
+    assert Adjustment(shift=(0.1, 0.2, 0.3, 0.4)).apply(torch.empty(4, device=META)).device == META
+
+
+def test_adjust_on_an_inpainting_a_covers_every_channel():
+    a = {CONV_IN: torch.ones(2, 9, 1, 1)}
+    b = {CONV_IN: torch.full((2, 4, 1, 1), 2.0)}
+    out = merge(a, b, alpha=1.0, adjust="10,0,0,0,0,0,0,0")[CONV_IN]  # input conv weight × 0.9
+    assert torch.allclose(out[:, :4], torch.full((2, 4, 1, 1), 1.8))
+    assert torch.allclose(out[:, 4:], torch.full((2, 5, 1, 1), 0.9))
+
+
+def test_dice_d_keeps_its_centre_when_the_width_coin_fails():
+    t = random_table(5)
+    never = DiceSettings(upper="0.7", lower="0.5R0")  # probability 0: the width is always dropped
+    assert rewrite("D", t, 0, never, SD_BLOCKS, 5, "w").text == "0.7"
+    assert rewrite("X", t, 0, never, SD_BLOCKS, 5, "w").text == "0.0"
+
+
+def test_self_and_plus_random_at_alpha_zero_are_not_adjusted(sd1):
+    a, b, _ = sd1
+    for calcmode in ("self", "plus random"):
+        out = merge(a, b, calcmode=calcmode, alpha=0.0, adjust="5,5,5,5,5,5,5,5", seed=1)
+        assert torch.equal(out[CONV_IN], a[CONV_IN]), calcmode
+
+
+def _prepass_range(a, b, c, **fields):
+    recipe = Recipe(model_a="A", model_b="B", model_c="C", mode="add_difference", calcmode="cosineB", **fields)
+    inputs = Inputs(DictSource(a, "A"), DictSource(b, "B"), DictSource(c, "C"))
+    return run_prepass(make_plan(recipe, inputs), inputs)
+
+
+def test_cosine_prepass_under_add_difference_sees_stage0_b_and_ignores_include_exclude(sd1):
+    a, b, c = sd1
+    c = {k: v for k, v in c.items() if "input_blocks.1." not in k}  # keys C lacks: B − C is zeros there
+    plain = _prepass_range(a, b, c)
+    excluded = _prepass_range(a, b, c, include_exclude={"mode": "exclude", "blocks": ["OUT03", "BASE"]})
+    assert plain == excluded
+    # the reference: SuperMerger's Stage 0 on B, then the pre-pass over every "model" key of A but the VAE
+    import numpy as np
+    from torch.nn.functional import cosine_similarity
+    sims = []
+    for k, ta in a.items():
+        if "model" not in k or "first_stage_model" in k or k not in b or ta.dim() == 0:
+            continue
+        tb = b[k]
+        if "weight" in k or "bias" in k:
+            tb = (tb.float() - c[k].float()).to(tb.dtype) if k in c else torch.zeros_like(tb)
+        x, y = ta.float(), tb.float()
+        s1 = cosine_similarity(x, y, dim=0)
+        m = torch.dot(x.reshape(-1), y.reshape(-1)) / (torch.norm(x) * torch.norm(y)).clamp_min(1e-8)
+        sims.append(((s1 + m) / 2).reshape(-1).double().numpy())
+    v = np.concatenate(sims)
+    v = v[~np.isnan(v)]
+    v = v[v >= np.percentile(v, 1, method="midpoint")]
+    v = v[v <= np.percentile(v, 99, method="midpoint")]
+    assert (plain.low, plain.high) == (v.min(), v.max())
+
+
+def test_merge_name_shows_the_block_list_base_beta(sd1):
+    from merge_core.merge import display_name
+    from merge_core.plan import ModelInfo
+
+    a = DictSource(sd1[0])
+    recipe = Recipe(model_a="A.safetensors", model_b="B.safetensors", model_c="C.safetensors", mode="sum_twice",
+                    weights_alpha="FLAT_25", weights_beta="ALL_B", beta=0.25)
+    plan = build_plan(recipe, ModelInfo.of(a), ModelInfo.of(a), ModelInfo.of(a))
+    name = display_name(recipe, plan)
+    assert name.endswith("_(1.0," + ",".join(["1.0"] * 26) + ")")  # base β 1.0 (not the slider 0.25), then the list
