@@ -172,9 +172,3 @@ def detect(keys: Iterable[str], where: str = "model", context_dim: Optional[int]
                             f"(LDM) key layout; first keys: {sample}")
 
 
-def family_by_name(name: str) -> Family:
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise MergeError("family", f"unknown family '{name}'; one of {', '.join(FAMILIES)}") from None
-

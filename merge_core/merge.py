@@ -17,9 +17,9 @@ from . import calcmodes
 from .errors import MergeError
 from .executor import Inputs, run_plan
 from .hashing import legacy_hash, sha256
-from .modes import USES_C
 from .naming import merge_name
-from .plan import CLIP_POSITION_IDS, FROM_B, FROM_VAE, RESET_IDS, ModelInfo, Plan, Step, adjust_plan, build_plan, detect_family
+from .plan import (CLIP_POSITION_IDS, FROM_B, FROM_VAE, RESET_IDS, ModelInfo, Plan, Step, adjust_plan, build_plan,
+                   detect_family, uses_model_c)
 from .recipe import Recipe
 from .sources import open_model
 from .writer import SafetensorsWriter
@@ -45,12 +45,6 @@ class MergeResult:
     tensors: Optional[dict] = None
     seconds: float = 0.0
     notes: list = field(default_factory=list)
-
-
-def uses_model_c(recipe: Recipe) -> bool:
-    cm = calcmodes.get(recipe.calcmode)
-    mode = cm.forced_mode or recipe.mode
-    return USES_C[mode] or cm.reads_c
 
 
 def open_inputs(recipe: Recipe, base_dir: Optional[Path] = None, vae: Optional[str] = None) -> Inputs:
@@ -178,9 +172,13 @@ def write_elist(plan: Plan, path) -> Path:
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows(plan.elist())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(plan.elist())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -49,10 +49,6 @@ class Plan:
     weights_alpha: Optional[BlockWeights] = None  # the block weights used, dice tokens resolved
     weights_beta: Optional[BlockWeights] = None
 
-    @property
-    def uses_c(self) -> bool:
-        return USES_C[self.mode] or self.calcmode.reads_c
-
     def merged(self) -> list:
         return [s for s in self.steps if s.action == MERGE]
 
@@ -178,6 +174,15 @@ def _weights(recipe: Recipe, family: Family, usebeta: bool, presets) -> tuple:
     return wa, wb, extra_elemental, dice
 
 
+def effective_mode(recipe: Recipe) -> str:
+    """The mode a merge runs in: trainDifference and extract switch it to add difference."""
+    return calcmodes.get(recipe.calcmode).forced_mode or recipe.mode
+
+
+def uses_model_c(recipe: Recipe) -> bool:
+    return USES_C[effective_mode(recipe)] or calcmodes.get(recipe.calcmode).reads_c
+
+
 def needs_seed(recipe: Recipe) -> bool:
     dice = DiceSettings.from_dict(recipe.dice)
     return (dice.mode != "off" or recipe.calcmode == "plus random"
@@ -196,12 +201,11 @@ def build_plan(recipe: Recipe, a: ModelInfo, b: ModelInfo, c: Optional[ModelInfo
         recipe = recipe.replace(seed=draw_seed())
     cm = calcmodes.get(recipe.calcmode)
     notes = []
-    mode = recipe.mode
-    if cm.forced_mode and mode != cm.forced_mode:
-        notes.append(f"calcmode {cm.name} works in {cm.forced_mode} mode: mode {mode} was switched to it")
-        mode = cm.forced_mode
+    mode = effective_mode(recipe)
+    if mode != recipe.mode:
+        notes.append(f"calcmode {cm.name} works in {mode} mode: mode {recipe.mode} was switched to it")
     family = detect_family({"a": a, "b": b, "c": c})
-    uses_c = USES_C[mode] or cm.reads_c
+    uses_c = uses_model_c(recipe)
     if uses_c and c is None:
         c = a  # SuperMerger: an empty model C is model A (SPEC §0 step 10)
         notes.append("model C not given: model A is used as model C")

@@ -103,10 +103,12 @@ class SafetensorsFile(DictSource):
             for key, info in header.items():
                 try:
                     dtype = SAFETENSORS_DTYPES[info["dtype"]]
-                    shape = tuple(int(d) for d in info["shape"])
-                    start, end = (int(x) for x in info["data_offsets"])
-                    if any(d < 0 for d in shape):
+                    shape, offsets = info["shape"], info["data_offsets"]
+                    if not (isinstance(shape, list) and isinstance(offsets, list) and len(offsets) == 2
+                            and all(type(x) is int and x >= 0 for x in shape + offsets)):
                         raise ValueError
+                    shape = tuple(shape)
+                    start, end = offsets
                 except (KeyError, TypeError, ValueError):
                     raise MergeError(where, f"is corrupt or uses an unsupported dtype at key {key}") from None
                 numel = 1
@@ -138,11 +140,6 @@ class SafetensorsFile(DictSource):
             return torch.empty(shape, dtype=dtype)
         raw = torch.frombuffer(self._map, dtype=torch.uint8, count=end - start, offset=start)
         return raw.view(dtype).reshape(shape)
-
-    def raw_bytes(self, key) -> memoryview:
-        """The stored bytes of a tensor, for writing it out unchanged without a copy."""
-        _dtype, _shape, start, end = self._entries[key]
-        return memoryview(self._map)[start:end] if end > start else memoryview(b"")
 
     def release(self, key):
         """Drop the pages of `key` from memory; they are read again from the file if touched later."""
@@ -180,6 +177,8 @@ def load_ckpt(path: Path) -> dict:
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy, non-zip format
     except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):  # not a pickle at all, or a damaged one
+            raise MergeError(where, f"is not a readable checkpoint ({_first_line(e)})") from None
         raise MergeError(where, "holds pickled objects other than tensors, so it was not loaded (loading it "
                                 "could run code from the file). Convert it to .safetensors with a tool you "
                                 f"trust. Detail: {_first_line(e)}") from None

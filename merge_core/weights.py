@@ -34,8 +34,6 @@ class BlockWeights:
             index = family.extended.index(ref.fine)
         else:
             index = family.slot_index(ref.coarse)
-            if index > len(self.values):  # XL's VAE slot: never reached by a key (VAE maps to BASE)
-                return 0.0
         return self.base if index == 0 else self.values[index - 1]
 
     def as_list(self) -> list:

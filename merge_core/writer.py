@@ -55,14 +55,17 @@ class SafetensorsWriter:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
         self._tmp = Path(tmp)
         self._f = os.fdopen(fd, "wb", buffering=0)
-        self._f.write(len(blob).to_bytes(8, "little") + blob)
-        try:  # reserve the whole file at once: fewer allocation rounds, and a full disk fails now
-            os.posix_fallocate(self._f.fileno(), 0, 8 + len(blob) + offset)
+        try:
+            self._f.write(len(blob).to_bytes(8, "little") + blob)
+            if hasattr(os, "posix_fallocate"):  # reserve the whole file: a full disk fails now, not half-way
+                os.posix_fallocate(self._f.fileno(), 0, 8 + len(blob) + offset)
         except OSError as e:
             self.abort()
-            raise MergeError(f"output {self.path}", f"cannot reserve {offset / 2**30:.2f} GiB ({e.strerror})") from None
-        except AttributeError:
-            pass
+            raise MergeError(f"output {self.path}", f"cannot be written ({e.strerror}; {offset / 2**30:.2f} GiB "
+                                                    "needed)") from None
+        except BaseException:
+            self.abort()
+            raise
 
     def write(self, key: str, tensor: torch.Tensor) -> None:
         exp_key, dtype, shape = self._expected[self._index]

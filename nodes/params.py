@@ -10,20 +10,16 @@ from typing import Optional
 from ._engine import merge_core
 
 MergeError = merge_core.MergeError
-CALCMODES = merge_core.calcmodes.CALCMODES
 PARAM_FIELDS = ("weights_alpha", "weights_beta", "elemental", "elemental_extended", "include_exclude", "seed",
                 "dice")
 NO_PRESET = "(none)"
 
 
-def calcmodes_for(mode: str) -> list:
-    """The calcmodes a merge node of this mode offers (those declared for it)."""
-    return [name for name, cm in CALCMODES.items() if mode in cm.modes]
+calcmodes_for = merge_core.calcmodes.for_mode
 
 
 def preset_choices() -> list:
-    names = merge_core.presets.load_presets()
-    return [NO_PRESET] + [n for n, v in names.items() if len(v.split(",")) == 26]
+    return [NO_PRESET] + merge_core.presets.mbw_preset_names(26)
 
 
 def _chain(prev: Optional[dict]) -> dict:
@@ -85,11 +81,6 @@ def dice(prev, mode: str, seed: int, alpha: bool = True, beta: bool = False, cus
 def build_recipe(mode: str, calcmode: str, alpha: float, beta: float = 0.25, gamma: float = 0.3,
                  params: Optional[dict] = None, use_old_calc: bool = False,
                  names: tuple = ("model A", "model B", None)) -> "merge_core.Recipe":
-    if calcmode not in calcmodes_for(mode) and calcmode in CALCMODES:
-        forced = CALCMODES[calcmode].forced_mode
-        if forced != mode:
-            raise MergeError("calcmode", f"{calcmode} is not offered for {mode}; use one of "
-                                         f"{', '.join(calcmodes_for(mode))}")
     fields = _chain(params)
     return merge_core.Recipe(model_a=names[0], model_b=names[1], model_c=names[2], mode=mode, calcmode=calcmode,
                              alpha=alpha, beta=beta, gamma=gamma, use_old_calc=use_old_calc, **fields)

@@ -155,7 +155,7 @@ def merge_models(node: str, recipe, model_a, model_b, model_c=None, clip_a=None,
     family = _family_of(model_a.get_key_patches("diffusion_model."))
     a = source("model A", model_a, clip_a, family)
     b = source("model B", model_b, clip_b)
-    uses_c = merge_core.merge.uses_model_c(recipe)
+    uses_c = merge_core.plan.uses_model_c(recipe)
     c = source("model C", model_c, clip_c) if (model_c is not None and uses_c) else None
     if clip_c is None and c is not None and clip_a is not None:
         raise MergeError(f"{node}: clip_c", "is needed with clip_a and clip_b when model C takes part")

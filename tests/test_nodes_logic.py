@@ -44,7 +44,6 @@ def test_a_chosen_preset_wins_over_the_text_box():
     (lambda: params.include_exclude(None, "sometimes", "", ""), "include_exclude.mode"),
     (lambda: params.dice(None, "Q", 1), "dice.mode"),
     (lambda: params.build_recipe("weight_sum", "trainDifference_typo", 0.5), "calcmode"),
-    (lambda: params.build_recipe("weight_sum", "smoothAdd", 0.5), "calcmode"),
 ])
 def test_bad_inputs_fail_at_the_parameter_node_with_the_input_named(call, field):
     with pytest.raises(MergeError) as e:

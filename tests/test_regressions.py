@@ -84,3 +84,25 @@ def test_merge_name_shows_the_block_list_base_beta(sd1):
     plan = build_plan(recipe, ModelInfo.of(a), ModelInfo.of(a), ModelInfo.of(a))
     name = display_name(recipe, plan)
     assert name.endswith("_(1.0," + ",".join(["1.0"] * 26) + ")")  # base β 1.0 (not the slider 0.25), then the list
+
+
+def test_a_header_shape_given_as_text_is_corrupt(tmp_path):
+    import json
+    import struct
+
+    import pytest
+    from merge_core import MergeError, open_model
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": "12", "data_offsets": [0, 8]}}).encode()
+    (tmp_path / "bad.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
+    with pytest.raises(MergeError, match="corrupt"):
+        open_model(tmp_path / "bad.safetensors")
+
+
+def test_a_ckpt_that_is_not_a_pickle_is_called_unreadable_not_unsafe(tmp_path):
+    import pytest
+    from merge_core import MergeError, open_model
+
+    (tmp_path / "notes.ckpt").write_text("these are not weights")
+    with pytest.raises(MergeError, match="not a readable checkpoint"):
+        open_model(tmp_path / "notes.ckpt")

@@ -56,8 +56,9 @@ def get(name: str) -> Calcmode:
     return CALCMODES[name]
 
 
-def allowed_modes(name: str) -> tuple:
-    return CALCMODES[name].modes
+def for_mode(mode: str) -> list:
+    """The calcmodes meant for `mode` (what a merge node offers), in SuperMerger's order."""
+    return [name for name, cm in CALCMODES.items() if mode in cm.modes]
 
 
 from . import normal, cosine, train_difference, smooth, extract, tensor, self_modes  # noqa: E402,F401
