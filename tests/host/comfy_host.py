@@ -161,46 +161,63 @@ def graph(merge_node: str = None, inputs: dict = None, a="mini_a", b="mini_b", c
     return g
 
 
-def start(tmp_path_factory):
-    """Start ComfyUI for a test session; yields a Host and stops the server afterwards."""
-    work = tmp_path_factory.mktemp("comfy")
-    ckpts = work / "models" / "checkpoints"
-    ckpts.mkdir(parents=True)
-    for name, seed in (("mini_a", 1), ("mini_b", 2), ("mini_c", 3)):
-        (ckpts / f"{name}.safetensors").symlink_to(build_checkpoint("mini_sd15", seed))
-    nodes = work / "custom_nodes"
-    nodes.mkdir()
-    (nodes / "comfyui-supermerger").symlink_to(ROOT)
-    (work / "extra_model_paths.yaml").write_text(
-        f"supermerger_tests:\n  base_path: {work}\n  checkpoints: models/checkpoints\n  custom_nodes: custom_nodes\n")
+def launch(work: Path, checkpoints: dict, env: dict = None, tag: str = "") -> tuple:
+    """Start ComfyUI with this pack and `checkpoints` ({name: file}) supplied through an extra-paths file in
+    `work` (the ComfyUI tree is not touched). Returns (Host, process, seconds until it answered)."""
+    models = work / "models" / "checkpoints"
+    if not models.exists():
+        models.mkdir(parents=True)
+        for name, path in checkpoints.items():
+            (models / f"{name}.safetensors").symlink_to(path)
+        (work / "custom_nodes").mkdir()
+        (work / "custom_nodes" / "comfyui-supermerger").symlink_to(ROOT)
+        (work / "extra_model_paths.yaml").write_text(
+            f"supermerger_tests:\n  base_path: {work}\n  checkpoints: models/checkpoints\n  custom_nodes: custom_nodes\n")
     port = _free_port()
-    log = work / "server.log"
+    log = work / f"server{tag}.log"
+    t0 = time.perf_counter()
     with open(log, "w") as f:
         proc = subprocess.Popen(
             [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
              "--disable-auto-launch", "--output-directory", str(work / "output"), "--temp-directory",
              str(work / "temp"), "--extra-model-paths-config", str(work / "extra_model_paths.yaml")],
-            cwd=COMFY, stdout=f, stderr=subprocess.STDOUT)
+            cwd=COMFY, stdout=f, stderr=subprocess.STDOUT, env=env)
     host = Host(f"http://127.0.0.1:{port}", work, log)
     try:
-        for _ in range(240):
+        while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited:\n{log.read_text()[-3000:]}")
             try:
                 host.get("/system_stats")
                 break
             except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("ComfyUI did not come up in 120 s")
-        yield host
-    finally:
+                if time.perf_counter() - t0 > 180:
+                    raise RuntimeError(f"ComfyUI did not come up in 180 s:\n{log.read_text()[-3000:]}") from None
+                time.sleep(0.1)
+    except BaseException:
+        stop(proc)
+        raise
+    return host, proc, time.perf_counter() - t0
+
+
+def stop(proc) -> None:
+    if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(30)
 
+
+def start(tmp_path_factory):
+    """Start ComfyUI for a test session; yields a Host and stops the server afterwards."""
+    minis = {name: build_checkpoint("mini_sd15", seed) for name, seed in (("mini_a", 1), ("mini_b", 2), ("mini_c", 3))}
+    host, proc, _seconds = launch(tmp_path_factory.mktemp("comfy"), minis)
+    try:
+        yield host
+    finally:
+        stop(proc)
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 
