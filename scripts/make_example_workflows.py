@@ -22,6 +22,13 @@ OUTPUT_TYPES = {
     "SuperMergerAddDifference": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("recipe", "STRING")],
     "SuperMergerBlockWeights": [("weights", "SUPERMERGER_PARAMS")],
     "SuperMergerAnalysis": [("table", "STRING"), ("chart", "IMAGE")],
+    "SuperMergerElemental": [("weights", "SUPERMERGER_PARAMS")],
+    "SuperMergerIncludeExclude": [("weights", "SUPERMERGER_PARAMS")],
+    "SuperMergerDiceRoll": [("weights", "SUPERMERGER_PARAMS")],
+    "SuperMergerSumTwice": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("recipe", "STRING")],
+    "SuperMergerTripleSum": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("recipe", "STRING")],
+    "SuperMergerAdjust": [("MODEL", "MODEL")],
+    "SuperMergerElements": [("elements", "STRING")],
 }
 INPUT_TYPES = {"model": "MODEL", "model_a": "MODEL", "model_b": "MODEL", "model_c": "MODEL", "clip": "CLIP",
                "clip_a": "CLIP", "clip_b": "CLIP", "clip_c": "CLIP", "vae": "VAE", "samples": "LATENT",
@@ -84,6 +91,31 @@ GRAPHS = {
             (6, "PreviewAny", [], {"source": (5, 0)}),
             (7, "SaveImage", ["supermerger_similarity"], {"images": (5, 1)}),
         ],
+    },
+    "controls_chain_sum_twice": {
+        "title": "SuperMerger: elemental + include/exclude + dice roll, sum twice, then Adjust",
+        "nodes": loaders(["model_a.safetensors", "model_b.safetensors", "model_c.safetensors"]) + [
+            (4, "SuperMergerElemental", ["OUT03-OUT05:attn2:0.8\nNOT M00:NOT attn:0.2", False], {}),
+            (5, "SuperMergerIncludeExclude", ["exclude", "VAE", "norm", ], {"weights": (4, 0)}),
+            (6, "SuperMergerDiceRoll", ["U", 12345, "fixed", False, True, "", "1", "0", "1", "0", 3, False],
+             {"weights": (5, 0)}),
+            (7, "SuperMergerSumTwice", [0.5, 0.3, "normal", False],
+             {"model_a": (1, 0), "model_b": (2, 0), "model_c": (3, 0), "clip_a": (1, 1), "clip_b": (2, 1),
+              "clip_c": (3, 1), "weights": (6, 0)}),
+            (8, "SuperMergerAdjust", [0.0, 0.0, 0.0, 0.0, 1.5, 0.0, 0.0, 0.0], {"model": (7, 0)}),
+            (9, "PreviewAny", [], {"source": (7, 2)}),
+            (10, "SuperMergerElements", ["model_a.safetensors", "attn2.to_k"], {}),
+            (11, "PreviewAny", [], {"source": (10, 0)}),
+        ] + sampler_tail(12, (8, 0), (7, 1), (1, 2), "supermerger_controls"),
+    },
+    "triple_sum": {
+        "title": "SuperMerger: triple sum of three models",
+        "nodes": loaders(["model_a.safetensors", "model_b.safetensors", "model_c.safetensors"]) + [
+            (4, "SuperMergerTripleSum", [0.3, 0.2, "normal", False],
+             {"model_a": (1, 0), "model_b": (2, 0), "model_c": (3, 0), "clip_a": (1, 1), "clip_b": (2, 1),
+              "clip_c": (3, 1)}),
+            (5, "PreviewAny", [], {"source": (4, 2)}),
+        ] + sampler_tail(6, (4, 0), (4, 1), (1, 2), "supermerger_triple_sum"),
     },
 }
 

@@ -124,8 +124,7 @@ def test_bad_input_is_one_clear_message_naming_node_and_input(host):
     assert "SuperMergerWeightSum" in msg and "weights_alpha" in msg and "26" in msg
 
 
-@pytest.mark.parametrize("name", ["weight_sum_generate", "block_weights_preset", "add_difference_train_difference",
-                                  "similarity_chart"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json")))
 def test_example_workflows_run_as_saved(host, name):
     from comfy_host import ui_to_api
 
@@ -135,6 +134,8 @@ def test_example_workflows_run_as_saved(host, name):
     for node in prompt.values():  # the same graph on the small test models, small and fast
         if node["class_type"] == "CheckpointLoaderSimple":
             node["inputs"]["ckpt_name"] = next(minis)
+        elif node["class_type"] == "SuperMergerElements":
+            node["inputs"]["ckpt_name"] = "mini_a.safetensors"
         elif node["class_type"] == "EmptyLatentImage":
             node["inputs"].update(width=64, height=64)
         elif node["class_type"] == "KSampler":
@@ -144,7 +145,11 @@ def test_example_workflows_run_as_saved(host, name):
         assert host.image(entry).shape[0] > 200 and "OUT" in host.text(entry)
         return
     assert host.image(entry).shape == (64, 64, 3)
-    Recipe.from_json(host.text(entry))
+    recipe_views = [nid for nid, node in prompt.items() if node["class_type"] == "PreviewAny"
+                    and prompt[node["inputs"]["source"][0]]["class_type"] in MODE_OF]
+    assert recipe_views
+    for nid in recipe_views:
+        Recipe.from_json(host.text(entry, nid))
 
 
 def test_interrupt_stops_the_node_time_prepass_promptly_and_leaves_inputs_intact(host):
