@@ -29,6 +29,8 @@ def effective_weight(key_patches: list, key: str, device=None) -> torch.Tensor:
     """A weight with its own patches applied, as float32 (how ComfyUI evaluates a nested model patch)."""
     weight, convert = key_patches[0]
     device = device if device is not None else weight.device
+    if len(key_patches) == 1 and weight.dtype == F32 and weight.device == torch.device(device):
+        return convert(weight, inplace=False)  # read only: the loaded weight itself, no copy
     t = convert(mm.cast_to_device(weight, device, F32, copy=True), inplace=True)
     if len(key_patches) > 1:
         t = comfy.lora.calculate_weight(key_patches[1:], t, key, intermediate_dtype=F32)

@@ -106,3 +106,21 @@ def test_a_ckpt_that_is_not_a_pickle_is_called_unreadable_not_unsafe(tmp_path):
     (tmp_path / "notes.ckpt").write_text("these are not weights")
     with pytest.raises(MergeError, match="not a readable checkpoint"):
         open_model(tmp_path / "notes.ckpt")
+
+
+def test_cosine_merges_from_the_prepass_similarities_equal_recomputed_ones(sd1):
+    import dataclasses
+
+    from merge_core.executor import merge_key
+
+    a, b, _ = sd1
+    for calcmode in ("cosineA", "cosineB"):
+        recipe = Recipe(model_a="A", model_b="B", calcmode=calcmode, alpha=0.3)
+        inputs = Inputs(DictSource(a, "A"), DictSource(b, "B"))
+        plan = make_plan(recipe, inputs)
+        stats = run_prepass(plan, inputs)
+        bare = dataclasses.replace(stats, combined={})
+        for step in plan.merged():
+            one = merge_key(plan, step, a[step.key], b[step.key], None, stats)
+            two = merge_key(plan, step, a[step.key], b[step.key], None, bare)
+            assert torch.equal(one, two), step.key

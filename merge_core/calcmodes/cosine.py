@@ -1,6 +1,6 @@
 """cosineA / cosineB (SPEC §2.2): per column, keep A where A and B agree more than the model does on
 average. A global pre-pass finds the range of similarities (1st–99th percentile) that k is scaled to."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -15,6 +15,9 @@ F32 = torch.float32
 class SimilarityRange:
     low: float
     high: float
+    # each key's combined similarity (one value per column), kept from the pre-pass so the merge of a key
+    # does not compute it again; the same operations on the same tensors, so the same values
+    combined: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def prepass_key(key: str) -> bool:
@@ -28,12 +31,13 @@ def _magnitude(a, b):
     return torch.dot(a.reshape(-1), b.reshape(-1)) / denom.clamp_min(1e-8)
 
 
-def _similarity(a, b, normalised: bool, combined: bool):
+def _similarities(a, b, normalised: bool):
+    """(column similarity, combined similarity) of one key, as SuperMerger computes them."""
     a, b = a.to(F32), b.to(F32)
     if normalised:
         a, b = normalize(a, p=2, dim=0), normalize(b, p=2, dim=0)
     s = cosine_similarity(a, b, dim=0)
-    return (s + _magnitude(a, b)) / 2.0 if combined else s
+    return s, (s + _magnitude(a, b)) / 2.0
 
 
 def _trimmed_range(values: np.ndarray) -> SimilarityRange:
@@ -47,16 +51,24 @@ def _trimmed_range(values: np.ndarray) -> SimilarityRange:
 
 def _prepass(normalised: bool):
     def run(pairs):
-        parts = [_similarity(a, b, normalised, combined=not normalised).reshape(-1).double().cpu().numpy()
-                 for _key, a, b in pairs if a.dim() > 0]
-        return _trimmed_range(np.concatenate(parts) if parts else np.zeros(0))
+        parts, combined = [], {}
+        for key, a, b in pairs:
+            if a.dim() == 0:
+                continue
+            s, comb = _similarities(a, b, normalised)
+            # cosineA's range uses the column similarity, cosineB's the combined one (SPEC §2.2)
+            parts.append((s if normalised else comb).reshape(-1).double().cpu().numpy())
+            combined[key] = comb.cpu()
+        r = _trimmed_range(np.concatenate(parts) if parts else np.zeros(0))
+        return SimilarityRange(r.low, r.high, combined)
     return run
 
 
 def _cosine(normalised: bool):
     def merge(a, b, c, p):
-        comb = _similarity(a, b, normalised, combined=True)
         r = p.stats
+        comb = r.combined.get(p.key)
+        comb = _similarities(a, b, normalised)[1] if comb is None else comb.to(a.device)
         span = r.high - r.low
         k = (comb - r.low) / span if span else torch.zeros_like(comb)
         k = (k - (abs(p.alpha) if normalised else p.alpha)).clip(min=0, max=1.0)
