@@ -16,6 +16,9 @@ CLIP_PREFIXES = {
 }
 # Never merged, as ComfyUI's own CLIP merge skips them.
 SKIP_SUFFIXES = (".position_ids", ".logit_scale")
+# Parameters ComfyUI's models have but checkpoints do not (its own saving drops them): CLIP-L's projection is
+# never loaded for SD1/SDXL, so it holds uninitialised memory.
+NOT_IN_CHECKPOINTS = ("clip_l.transformer.text_projection.weight",)
 
 
 def unet_name(key: str) -> Optional[str]:
@@ -23,7 +26,7 @@ def unet_name(key: str) -> Optional[str]:
 
 
 def clip_name(key: str, family: str) -> Optional[str]:
-    if key.endswith(SKIP_SUFFIXES):
+    if key.endswith(SKIP_SUFFIXES) or key in NOT_IN_CHECKPOINTS:
         return None
     for comfy, ckpt in CLIP_PREFIXES.get(family, ()):
         if key.startswith(comfy):

@@ -92,6 +92,8 @@ def test_comfy_names_translate_back_to_checkpoint_names_and_blocks(family, layou
 def test_clip_keys_comfy_never_merges_are_skipped_and_xl_projection_is_not_merged():
     assert keymap.clip_name("clip_l.transformer.text_model.embeddings.position_ids", "sd1") is None
     assert keymap.clip_name("clip_g.logit_scale", "sdxl") is None
+    for family in ("sd1", "sdxl"):  # ComfyUI has it, checkpoints do not: uninitialised memory, never merged
+        assert keymap.clip_name("clip_l.transformer.text_projection.weight", family) is None
     name = keymap.clip_name("clip_g.transformer.text_projection.weight", "sdxl")
     assert name == "conditioner.embedders.1.model.text_projection"
     assert FAMILIES["sdxl"].block_of(name) is None  # SuperMerger never merges it (no weight/bias in the name)
