@@ -124,3 +124,19 @@ def test_cosine_merges_from_the_prepass_similarities_equal_recomputed_ones(sd1):
             one = merge_key(plan, step, a[step.key], b[step.key], None, stats)
             two = merge_key(plan, step, a[step.key], b[step.key], None, bare)
             assert torch.equal(one, two), step.key
+
+
+def test_cosine_similarities_through_reused_buffers_equal_plain_normalize(sd1):
+    from torch.nn.functional import cosine_similarity, normalize
+
+    from merge_core.calcmodes.cosine import _similarities
+
+    a, b, _ = sd1
+    for key in ("model.diffusion_model.input_blocks.1.0.in_layers.2.weight",
+                "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
+                "model.diffusion_model.out.2.bias"):
+        an, bn = normalize(a[key].float(), p=2, dim=0), normalize(b[key].float(), p=2, dim=0)
+        s = cosine_similarity(an, bn, dim=0)
+        m = torch.dot(an.reshape(-1), bn.reshape(-1)) / (torch.norm(an) * torch.norm(bn)).clamp_min(1e-8)
+        got_s, got_comb = _similarities(a[key], b[key], True)
+        assert torch.equal(got_s, s) and torch.equal(got_comb, (s + m) / 2), key

@@ -1,5 +1,6 @@
 """cosineA / cosineB (SPEC §2.2): per column, keep A where A and B agree more than the model does on
 average. A global pre-pass finds the range of similarities (1st–99th percentile) that k is scaled to."""
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,11 +32,31 @@ def _magnitude(a, b):
     return torch.dot(a.reshape(-1), b.reshape(-1)) / denom.clamp_min(1e-8)
 
 
+_local = threading.local()
+
+
+def _scratch(t: torch.Tensor, slot: int) -> torch.Tensor:
+    """A reused float32 buffer shaped like `t`: whole-model passes allocate fresh gigabytes otherwise, and
+    the OS zeroing new pages costs more than the arithmetic."""
+    bufs = getattr(_local, "bufs", None)
+    if bufs is None:
+        bufs = _local.bufs = {}
+    buf = bufs.get((slot, t.device))
+    if buf is None or buf.numel() < t.numel():
+        buf = bufs[(slot, t.device)] = torch.empty(t.numel(), dtype=F32, device=t.device)
+    return buf[: t.numel()].view(t.shape)
+
+
+def release_scratch() -> None:
+    _local.bufs = None
+
+
 def _similarities(a, b, normalised: bool):
     """(column similarity, combined similarity) of one key, as SuperMerger computes them."""
     a, b = a.to(F32), b.to(F32)
-    if normalised:
-        a, b = normalize(a, p=2, dim=0), normalize(b, p=2, dim=0)
+    if normalised:  # the same normalize, written into reused buffers
+        a = normalize(a, p=2, dim=0, out=_scratch(a, 0))
+        b = normalize(b, p=2, dim=0, out=_scratch(b, 1))
     s = cosine_similarity(a, b, dim=0)
     return s, (s + _magnitude(a, b)) / 2.0
 
@@ -59,6 +80,7 @@ def _prepass(normalised: bool):
             # cosineA's range uses the column similarity, cosineB's the combined one (SPEC §2.2)
             parts.append((s if normalised else comb).reshape(-1).double().cpu().numpy())
             combined[key] = comb.cpu()
+        release_scratch()
         r = _trimmed_range(np.concatenate(parts) if parts else np.zeros(0))
         return SimilarityRange(r.low, r.high, combined)
     return run
