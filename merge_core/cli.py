@@ -56,7 +56,7 @@ def run_merge(recipe: Recipe, out: Path, options: SaveOptions, base_dir=None, qu
         if out.is_dir():  # automatic name (SPEC §10.8)
             conv = "model.diffusion_model.input_blocks.0.0.weight"
             channels = inputs.a.shape(conv)[1] if conv in inputs.a else None
-            out = out / file_name(display_name(recipe, plan), options.fp16, in_channels=channels)
+            out = out / file_name(display_name(plan), options.fp16, in_channels=channels)
         update, close = _progress_bar("merge") if not quiet else (None, lambda: None)
         try:
             result = merge_to_file(recipe, inputs, out, options, plan=plan, progress=update, device=device)

@@ -14,6 +14,15 @@ from .families import BlockRef, Family
 RANDOM = ("R", "U", "X")
 
 
+def is_random(ratio: str) -> bool:
+    return any(t in ratio.upper() for t in RANDOM)
+
+
+def has_random_ratio(text: str) -> bool:
+    """Whether any well-formed entry of an elemental text asks for a random ratio (R, U, X)."""
+    return any(is_random(e.split(":")[-1]) for e in (text or "").replace("\n", ",").split(",") if e.count(":") == 2)
+
+
 @dataclass(frozen=True)
 class Rule:
     text: str
@@ -68,7 +77,7 @@ def parse_elemental(text: str, family: Family, extended: bool, calcmode: str = "
         elements_not = elements[0] == "NOT"
         if elements_not:
             elements = elements[1:]
-        if not any(t in ratio.upper() for t in RANDOM):
+        if not is_random(ratio):
             try:
                 float(ratio)
             except ValueError:
@@ -91,7 +100,7 @@ class Elemental:
         return alpha
 
     def _ratio(self, rule: Rule, block_index: int, key_index: int) -> float:
-        if any(t in rule.ratio.upper() for t in RANDOM):
+        if is_random(rule.ratio):
             if self.random_ratio is None:
                 raise MergeError(f"elemental entry '{rule.text}'", "a random ratio needs a seed")
             return self.random_ratio(rule.ratio, block_index, key_index)

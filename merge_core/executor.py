@@ -87,8 +87,7 @@ class _Runner:
     def compute(self, step) -> torch.Tensor:
         key = step.key
         if step.action == KEEP:
-            a = self.inputs.a.get(key)
-            return step.adjust.apply(a).to(a.dtype) if step.adjust is not None else a
+            return kept(step, self.inputs.a.get(key))
         if step.action == FROM_B:
             return self.inputs.b.get(key)
         if step.action == FROM_VAE:
@@ -104,6 +103,11 @@ class _Runner:
         if out.is_floating_point() and not torch.isfinite(out.sum(dtype=torch.float32)):
             raise self.non_finite(step)
         return out.cpu()
+
+
+def kept(step, a):
+    """A KEEP step's tensor: A's, adjusted when Adjust targets the key."""
+    return step.adjust.apply(a).to(a.dtype) if step.adjust is not None else a
 
 
 def merge_key(plan: Plan, step, a, b, c=None, stats=None, stage0_done: bool = False):

@@ -129,16 +129,17 @@ def _listing(weights) -> Optional[str]:
     return ",".join(str(x) for x in weights.as_list()) if weights is not None else None
 
 
-def display_name(recipe: Recipe, plan: Plan) -> str:
+def display_name(plan: Plan) -> str:
     """SuperMerger's merge name, from the weights the plan really used."""
-    wa, wb = plan.weights_alpha, plan.weights_beta
+    recipe, wa, wb = plan.recipe, plan.weights_alpha, plan.weights_beta
     return merge_name(plan.mode, recipe.calcmode, recipe.model_a, recipe.model_b, recipe.model_c or recipe.model_a,
                       wa.base if wa else recipe.alpha, wb.base if wb else recipe.beta, _listing(wa),
                       _listing(wb) if wa else None)
 
 
-def build_metadata(recipe: Recipe, plan: Plan, inputs: Inputs) -> dict:
+def build_metadata(plan: Plan, inputs: Inputs) -> dict:
     """safetensors metadata: our full recipe (reproduces the merge) plus SuperMerger's own fields."""
+    recipe = plan.recipe
     models = {}
     hashes = {}
     for role, src in (("a", inputs.a), ("b", inputs.b), ("c", inputs.c if inputs.c is not None else inputs.a)):
@@ -162,7 +163,7 @@ def build_metadata(recipe: Recipe, plan: Plan, inputs: Inputs) -> dict:
         inex["mode"].capitalize(): inex["blocks"] + inex["elements"],
     }
     return {"format": "pt", "sd_merge_recipe": json.dumps(sm_recipe), "sd_merge_models": json.dumps(models),
-            "supermerger_recipe": plan.recipe.to_json(indent=None), "supermerger_name": display_name(recipe, plan)}
+            "supermerger_recipe": recipe.to_json(indent=None), "supermerger_name": display_name(plan)}
 
 
 def write_elist(plan: Plan, path) -> Path:
@@ -200,8 +201,13 @@ def merge_to_file(recipe: Recipe, inputs: Inputs, out_path, options: Optional[Sa
     `options.overwrite`). `plan`, if given, must come from `make_plan` with the same options."""
     options = options or SaveOptions()
     plan = plan or make_plan(recipe, inputs, options)
+    metadata = build_metadata(plan, inputs) if options.metadata else {"format": "pt"}
+    return _stream_to_file(plan, inputs, out_path, options, metadata, progress, cancel, device)
+
+
+def _stream_to_file(plan: Plan, inputs: Inputs, out_path, options: SaveOptions, metadata: dict, progress=None,
+                    cancel=None, device: str = "cpu") -> MergeResult:
     spec = output_spec(plan, inputs, options.fp16)
-    metadata = build_metadata(plan.recipe, plan, inputs) if options.metadata else {"format": "pt"}
     dtypes = {k: d for k, d, _ in spec}
     t0 = time.perf_counter()
     with SafetensorsWriter(out_path, spec, metadata, overwrite=options.overwrite) as writer:
@@ -221,14 +227,7 @@ def adjust_to_file(model, adjust: str, out_path, options: Optional[SaveOptions] 
         recipe = Recipe(model_a=str(model), model_b=str(model), adjust=adjust)
         plan = Plan(recipe=recipe, family=family, mode="weight_sum", calcmode=calcmodes.get("normal"),
                     steps=adjust_plan(family, info.keys, adjust))
-        inputs = Inputs(src, src)
-        spec = output_spec(plan, inputs, options.fp16)
-        dtypes = {k: d for k, d, _ in spec}
         metadata = dict(src.metadata(), supermerger_adjust=adjust) if options.metadata else {"format": "pt"}
-        t0 = time.perf_counter()
-        with SafetensorsWriter(out_path, spec, metadata, overwrite=options.overwrite) as writer:
-            run_plan(plan, inputs, lambda step, t: writer.write(step.key, t.to(dtypes[step.key])),
-                     progress=progress, cancel=cancel)
+        return _stream_to_file(plan, Inputs(src, src), out_path, options, metadata, progress, cancel)
     finally:
         src.close()
-    return MergeResult(plan, path=Path(out_path), seconds=time.perf_counter() - t0)

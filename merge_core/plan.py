@@ -12,7 +12,7 @@ from typing import Callable, Optional
 from . import calcmodes
 from .adjust import Adjustment, compile_adjust
 from .dice import OFFSETS, SD_BLOCKS, DiceSettings, dice_tokens, draw_seed, elemental_ratio, random_table, rewrite
-from .elemental import Elemental, parse_elemental
+from .elemental import Elemental, has_random_ratio, parse_elemental
 from .errors import MergeError
 from .families import Family, detect
 from .inex import compile_inex
@@ -82,14 +82,15 @@ class ModelInfo:
         return cls(source.name, source.keys(), source.shape, source.dtype)
 
 
-def _context_dim(info: ModelInfo) -> Optional[int]:
+def context_dim(info: ModelInfo) -> Optional[int]:
+    """The cross-attention width, which tells a U-Net-only SD2 model from SD1."""
     key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
     return info.shape(key)[-1] if key in info else None
 
 
 def detect_family(models: dict) -> Family:
     """One family for all inputs, or a clear error naming the odd one out."""
-    found = {role: detect(info._set, f"model_{role} ({info.name})", _context_dim(info))
+    found = {role: detect(info._set, f"model_{role} ({info.name})", context_dim(info))
              for role, info in models.items() if info is not None}
     families = {f.name for f in found.values()}
     if len(families) > 1:
@@ -187,8 +188,7 @@ def needs_seed(recipe: Recipe) -> bool:
     dice = DiceSettings.from_dict(recipe.dice)
     return (dice.mode != "off" or recipe.calcmode == "plus random"
             or any(_has_random(t) for t in (recipe.weights_alpha, recipe.weights_beta))
-            or any(t in part.split(":")[-1].upper() for part in recipe.elemental.replace("\n", ",").split(",")
-                   if part.count(":") == 2 for t in ("R", "U", "X")))
+            or has_random_ratio(recipe.elemental))
 
 
 def build_plan(recipe: Recipe, a: ModelInfo, b: ModelInfo, c: Optional[ModelInfo] = None,

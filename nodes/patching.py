@@ -47,8 +47,9 @@ class Part:
 class PatcherSource(merge_core.DictSource):
     """A merge_core source over in-graph models: checkpoint-named keys → effective float32 weights."""
 
-    def __init__(self, name: str, parts: list):
+    def __init__(self, name: str, parts: list, family=None):
         super().__init__({}, name)
+        self.family = family
         self._where = {}
         for part in parts:
             for comfy_key, ckpt_key in part.names.items():
@@ -78,24 +79,19 @@ class PatcherSource(merge_core.DictSource):
         return effective_weight(self.key_patches(key), self.comfy_key(key))
 
 
-def _family_of(model_patches: dict) -> str:
-    names = {keymap.unet_name(k) for k in model_patches}
-    names.discard(None)
-    shape = model_patches.get("diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight")
-    context = shape[0][0].shape[-1] if shape else None
-    return merge_core.families.detect(names, "model", context).name
-
-
-def source(name: str, model, clip=None, family: Optional[str] = None) -> PatcherSource:
-    """Wrap a MODEL (and optionally its CLIP) as one model for the planner."""
-    unet = model.get_key_patches("diffusion_model.")
-    family = family or _family_of(unet)
-    parts = [Part(unet, {k: keymap.unet_name(k) for k in unet})]
+def source(name: str, model, clip=None, family=None) -> PatcherSource:
+    """Wrap a MODEL (and optionally its CLIP) as one model for the planner. The family is detected from the
+    U-Net keys unless given (CLIP key names depend on it)."""
+    unet = Part(model.get_key_patches("diffusion_model."), {})
+    unet.names = {k: keymap.unet_name(k) for k in unet.patches}
+    if family is None:
+        info = merge_core.ModelInfo.of(PatcherSource(name, [unet]))
+        family = merge_core.families.detect(set(info.keys), name, merge_core.plan.context_dim(info))
+    parts = [unet]
     if clip is not None:
         te = clip.get_key_patches()
-        names = {k: n for k in te if (n := keymap.clip_name(k, family)) is not None}
-        parts.append(Part(te, names))
-    return PatcherSource(name, parts)
+        parts.append(Part(te, {k: n for k in te if (n := keymap.clip_name(k, family.name)) is not None}))
+    return PatcherSource(name, parts, family)
 
 
 class MergePatch(WeightAdapterBase):
@@ -115,7 +111,7 @@ class MergePatch(WeightAdapterBase):
             return self._cached.to(weight.device, weight.dtype)
         step, job = self.step, self.job
         if step.action != "merge":  # a kept key that only Adjust changes
-            return step.adjust.apply(weight).to(weight.dtype)
+            return merge_core.executor.kept(step, weight)
         b = job.b.key_patches(step.key)
         c = job.c.key_patches(step.key) if step.reads_c else None
         out = merge_core.executor.merge_key(
@@ -154,8 +150,7 @@ def merge_models(node: str, recipe, model_a, model_b, model_c=None, clip_a=None,
     if (clip_a is None) != (clip_b is None) or (clip_c is not None and clip_a is None):
         raise MergeError(f"{node}: clip inputs", "connect clip_a and clip_b together (and clip_c only with them), "
                                                  "or none of them")
-    family = _family_of(model_a.get_key_patches("diffusion_model."))
-    a = source("model A", model_a, clip_a, family)
+    a = source("model A", model_a, clip_a)
     b = source("model B", model_b, clip_b)
     uses_c = merge_core.plan.uses_model_c(recipe)
     c = source("model C", model_c, clip_c) if (model_c is not None and uses_c) else None
@@ -194,21 +189,19 @@ def merge_models(node: str, recipe, model_a, model_b, model_c=None, clip_a=None,
 
 def adjust_model(node: str, model, adjust: str):
     """A clone of `model` with Adjust applied lazily to its six Adjust keys."""
-    unet = model.get_key_patches("diffusion_model.")
-    family = _family_of(unet)
-    names = {keymap.unet_name(k): k for k in unet}
-    steps = [s for s in merge_core.plan.adjust_plan(merge_core.FAMILIES[family], list(names), adjust) if s.adjust]
+    src = source("model", model)
+    steps = [s for s in merge_core.plan.adjust_plan(src.family, src.keys(), adjust) if s.adjust]
     job = LazyMerge(node, None, None, None, None)
     out = model.clone()
-    out.add_patches({names[s.key]: MergePatch(job, s) for s in steps}, 1.0, 1.0)
+    out.add_patches({src.comfy_key(s.key): MergePatch(job, s) for s in steps}, 1.0, 1.0)
     return out
 
 
 def analyze(node: str, model_a, model_b, mode: str, method: str, clip_a=None, clip_b=None):
     """Similarity of two in-graph models (their effective weights, patches applied)."""
-    family = merge_core.FAMILIES[_family_of(model_a.get_key_patches("diffusion_model."))]
-    a = source("model A", model_a, clip_a if clip_b is not None else None, family.name)
+    a = source("model A", model_a, clip_a if clip_b is not None else None)
     b = source("model B", model_b, clip_b if clip_a is not None else None)
+    family = merge_core.plan.detect_family({"a": merge_core.ModelInfo.of(a), "b": merge_core.ModelInfo.of(b)})
     bar = comfy.utils.ProgressBar(1)
     progress = lambda done, total, _phase: bar.update_absolute(done, total)  # noqa: E731
     analysis = merge_core.analysis
@@ -238,5 +231,4 @@ def elements(node: str, ckpt_name, model=None, clip=None, contains: str = ""):
     if model is None:
         raise MergeError(f"{node}: model", "connect a model or choose a checkpoint")
     src = source("model", model, clip)
-    family = merge_core.FAMILIES[_family_of(model.get_key_patches("diffusion_model."))]
-    return merge_core.analysis.elements(src, family, contains or None)
+    return merge_core.analysis.elements(src, src.family, contains or None)

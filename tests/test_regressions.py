@@ -82,7 +82,7 @@ def test_merge_name_shows_the_block_list_base_beta(sd1):
     recipe = Recipe(model_a="A.safetensors", model_b="B.safetensors", model_c="C.safetensors", mode="sum_twice",
                     weights_alpha="FLAT_25", weights_beta="ALL_B", beta=0.25)
     plan = build_plan(recipe, ModelInfo.of(a), ModelInfo.of(a), ModelInfo.of(a))
-    name = display_name(recipe, plan)
+    name = display_name(plan)
     assert name.endswith("_(1.0," + ",".join(["1.0"] * 26) + ")")  # base β 1.0 (not the slider 0.25), then the list
 
 
