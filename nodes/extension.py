@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.v0_0_2 import ComfyExtension, io, ui
 
-from . import params, patching
+from . import lora, params, patching
 
 CATEGORY = "SuperMerger"
 Params = io.Custom("SUPERMERGER_PARAMS")
@@ -296,4 +296,4 @@ class SuperMergerElements(io.ComfyNode):
 class SuperMergerExtension(ComfyExtension):
     async def get_node_list(self) -> list:
         return [*MERGE_NODES, SuperMergerBlockWeights, SuperMergerElemental, SuperMergerIncludeExclude,
-                SuperMergerDiceRoll, SuperMergerAdjust, SuperMergerAnalysis, SuperMergerElements]
+                SuperMergerDiceRoll, SuperMergerAdjust, SuperMergerAnalysis, SuperMergerElements, *lora.NODES]
