@@ -7,6 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .lora import cli as lora_cli
 from .errors import MergeError, MergeInterrupted
 from .merge import SaveOptions, adjust_to_file, display_name, make_plan, merge_to_file, open_inputs, write_elist
 from .naming import file_name
@@ -247,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--blocks", action="store_true", help="only count keys per block")
     k.add_argument("--filter", help="only keys containing this text")
     k.set_defaults(func=cmd_keys)
+
+    lora_cli.add_parsers(sub)
     return p
 
 

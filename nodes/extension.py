@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.v0_0_2 import ComfyExtension, io, ui
 
-from . import lora, params, patching
+from . import lora, lora_extract, params, patching
 
 CATEGORY = "SuperMerger"
 Params = io.Custom("SUPERMERGER_PARAMS")
@@ -296,4 +296,5 @@ class SuperMergerElements(io.ComfyNode):
 class SuperMergerExtension(ComfyExtension):
     async def get_node_list(self) -> list:
         return [*MERGE_NODES, SuperMergerBlockWeights, SuperMergerElemental, SuperMergerIncludeExclude,
-                SuperMergerDiceRoll, SuperMergerAdjust, SuperMergerAnalysis, SuperMergerElements, *lora.NODES]
+                SuperMergerDiceRoll, SuperMergerAdjust, SuperMergerAnalysis, SuperMergerElements, *lora.NODES,
+                *lora_extract.NODES]
