@@ -6,9 +6,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 from .lora import cli as lora_cli
 from .errors import MergeError, MergeInterrupted
+from .history import History, record, table
 from .merge import SaveOptions, adjust_to_file, display_name, make_plan, merge_to_file, open_inputs, write_elist
 from .naming import file_name
 from .plan import MERGE
@@ -50,7 +52,7 @@ def _human(n: float) -> str:
 
 
 def run_merge(recipe: Recipe, out: Path, options: SaveOptions, base_dir=None, quiet=False,
-              device: str = "cpu", elist=None) -> Path:
+              device: str = "cpu", elist=None, history: Optional[History] = None) -> Path:
     inputs = open_inputs(recipe, base_dir, options.bake_vae)
     try:
         plan = make_plan(recipe, inputs, options)  # once: a seed of -1 is drawn here
@@ -63,6 +65,7 @@ def run_merge(recipe: Recipe, out: Path, options: SaveOptions, base_dir=None, qu
             result = merge_to_file(recipe, inputs, out, options, plan=plan, progress=update, device=device)
         finally:
             close()
+        entry = record(history, result.plan, inputs, display_name(result.plan), "cli")
     finally:
         inputs.close()
     if not quiet:
@@ -74,6 +77,8 @@ def run_merge(recipe: Recipe, out: Path, options: SaveOptions, base_dir=None, qu
         print(f"{result.plan.family.label}, {result.plan.mode} / {recipe.calcmode}: merged {merged} of "
               f"{len(result.plan.steps)} keys in {result.seconds:.1f} s")
         print(f"wrote {out} ({_human(out.stat().st_size)})")
+        if entry is not None:
+            print(f"merge ID {entry.id} in the history ({history.path})")
     if elist:
         write_elist(result.plan, elist)
         if not quiet:
@@ -90,7 +95,33 @@ def cmd_merge(args) -> int:
     options = SaveOptions(fp16=args.fp16, prune=args.prune, metadata=not args.no_metadata,
                           reset_clip_ids=args.reset_clip_ids, bake_vae=args.bake_vae, overwrite=args.overwrite)
     run_merge(recipe, Path(args.out), options, base_dir=Path(args.recipe).resolve().parent, device=args.device,
-              elist=args.elist)
+              elist=args.elist, history=None if args.no_history else History(args.history))
+    return 0
+
+
+def cmd_history(args) -> int:
+    history = History(args.history)
+    if args.action in ("show", "import") and len(args.words) != 1:
+        raise MergeError(f"history {args.action}", "takes one argument: " +
+                         ("the merge ID (-1 = the last)" if args.action == "show" else "the mergehistory.csv file"))
+    if args.action == "list":
+        entries = history.entries()[::-1][: args.last]
+        print(table(entries) if entries else f"no merges recorded in {history.path}")
+    elif args.action == "show":
+        try:
+            merge_id = int(args.words[0])
+        except ValueError:
+            raise MergeError("history show", f"'{args.words[0]}' is not a merge ID") from None
+        entry = history.get(merge_id)
+        print(entry.recipe.to_json())
+        print(f"# merge ID {entry.id}, {entry.time}: {entry.name}", file=sys.stderr)
+    elif args.action == "search":
+        found = history.search(" ".join(args.words), "or" if args.any else "and")
+        print(table(found) if found else "no merge matches")
+    elif args.action == "import":
+        new = history.import_supermerger_csv(args.words[0])
+        print(f"imported {len(new)} merges from {args.words[0]} into {history.path}"
+              + (f" as IDs {new[0].id}–{new[-1].id}" if new else ""))
     return 0
 
 
@@ -213,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--bake-vae", metavar="VAE", help="replace the VAE with the one in this file")
     m.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to compute (cpu)")
     m.add_argument("--elist", metavar="CSV", help="also write every merged key's alpha and beta (the E-list)")
+    m.add_argument("--history", metavar="FILE", help="merge history file (default: $SUPERMERGER_HISTORY or "
+                                                     "~/.local/share/supermerger-comfy/history.jsonl)")
+    m.add_argument("--no-history", action="store_true", help="do not record this merge in the history")
     m.set_defaults(func=cmd_merge)
 
     d = sub.add_parser("demo", help="merge three small synthetic SD1.5-layout models and save the result")
@@ -248,6 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--blocks", action="store_true", help="only count keys per block")
     k.add_argument("--filter", help="only keys containing this text")
     k.set_defaults(func=cmd_keys)
+
+    h = sub.add_parser("history", help="list, show, search or import recorded merges",
+                       description="Every merge is recorded with an ID. `show ID` prints its recipe (-1 = the last "
+                                   "merge), ready for `merge`.")
+    h.add_argument("action", choices=["list", "show", "search", "import"])
+    h.add_argument("words", nargs="*", help="show: the ID; search: words to look for; import: SuperMerger's "
+                                            "mergehistory.csv")
+    h.add_argument("--last", type=int, default=20, help="list: how many of the newest merges (20)")
+    h.add_argument("--any", action="store_true", help="search: any word matches (default: all words)")
+    h.add_argument("--history", metavar="FILE", help="history file (default as for merge)")
+    h.set_defaults(func=cmd_history)
 
     lora_cli.add_parsers(sub)
     return p

@@ -13,7 +13,9 @@ from merge_core.synthetic import tiny_sd1, tiny_sdxl  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _hash_cache(tmp_path_factory, monkeypatch):
+    """Tests never touch the user's hash cache or merge history."""
     monkeypatch.setenv("SUPERMERGER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("SUPERMERGER_HISTORY", str(tmp_path_factory.mktemp("history") / "history.jsonl"))
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -18,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start(tmp_path, *args):
-    env = dict(os.environ, SUPERMERGER_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, SUPERMERGER_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(ROOT),
+               SUPERMERGER_HISTORY=str(tmp_path / "history.jsonl"))
     return subprocess.Popen([sys.executable, "-m", "merge_core", *map(str, args)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -59,8 +61,11 @@ def runs(tmp_path_factory):
                                                "alpha": 0.3}))
     (d / "typo.json").write_text(json.dumps({"model_a": "a.safetensors", "model_b": "b.safetensors",
                                              "alpah": 0.3}))
+    (d / "dice.json").write_text(json.dumps({"model_a": "a.safetensors", "model_b": "b.safetensors",
+                                             "dice": {"mode": "R", "alpha": True}, "seed": -1}))
     procs = {
         "demo": start(d, "demo", "--dir", d / "demo"),
+        "dice": start(d / "dice-run", "merge", d / "dice.json", "--out", d / "dice.safetensors"),
         "merge": start(d, "merge", d / "recipe.json", "--out", d / "x.safetensors"),
         "typo": start(d, "merge", d / "typo.json", "--out", d / "typo.safetensors"),
         "keys": start(d, "keys", d / "a.safetensors", "--blocks"),
@@ -86,6 +91,33 @@ def test_merge_writes_the_file_and_a_second_run_without_overwrite_fails_cleanly(
     assert_one_line_error(err, "x.safetensors", "exists")
     assert sha(target) == before
     assert not [p for p in d.iterdir() if p.name.endswith(".part")]
+
+
+def test_history_reruns_a_random_merge_bit_for_bit(runs):
+    """The dice drew its seed; `history show -1` gives a recipe (absolute paths, the drawn seed) that merges
+    to the same bytes from anywhere."""
+    d, procs = runs
+    rc, out, err = finish(procs["dice"])
+    assert rc == 0, err
+    assert "merge ID 1 in the history" in out
+    history = d / "dice-run" / "history.jsonl"
+    assert history.exists()
+    rc, out, err = cli(d / "dice-run", "history", "show", "-1")
+    assert rc == 0, err
+    recipe = Recipe.from_json(out)
+    assert recipe.seed != -1 and Path(recipe.model_a).is_absolute()
+    (d / "elsewhere").mkdir()
+    (d / "elsewhere" / "again.json").write_text(out)
+    rc, out, err = cli(d / "dice-run", "merge", d / "elsewhere" / "again.json", "--out", d / "again.safetensors")
+    assert rc == 0, err
+    assert "merge ID 2" in out
+    a, b = load_file(d / "dice.safetensors"), load_file(d / "again.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rc, out, err = cli(d / "dice-run", "history", "list")
+    assert rc == 0 and [line.split()[0] for line in out.splitlines()] == ["2", "1"]
+    rc, out, err = cli(d / "dice-run", "history", "show", "9")
+    assert rc == 2
+    assert_one_line_error(err, "no merge with ID 9")
 
 
 def test_merge_refuses_a_recipe_with_an_unknown_field(runs):
