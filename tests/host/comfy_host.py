@@ -163,7 +163,8 @@ def graph(merge_node: str = None, inputs: dict = None, a="mini_a", b="mini_b", c
 
 def launch(work: Path, checkpoints: dict, env: dict = None, tag: str = "") -> tuple:
     """Start ComfyUI with this pack and `checkpoints` ({name: file}) supplied through an extra-paths file in
-    `work` (the ComfyUI tree is not touched). Returns (Host, process, seconds until it answered)."""
+    `work`, which is also its base directory (models, user data and saves stay there; the ComfyUI tree is
+    not touched). Returns (Host, process, seconds until it answered)."""
     models = work / "models" / "checkpoints"
     if not models.exists():
         models.mkdir(parents=True)
@@ -179,7 +180,7 @@ def launch(work: Path, checkpoints: dict, env: dict = None, tag: str = "") -> tu
     with open(log, "w") as f:
         proc = subprocess.Popen(
             [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-             "--disable-auto-launch", "--output-directory", str(work / "output"), "--temp-directory",
+             "--disable-auto-launch", "--base-directory", str(work), "--output-directory", str(work / "output"), "--temp-directory",
              str(work / "temp"), "--extra-model-paths-config", str(work / "extra_model_paths.yaml")],
             cwd=COMFY, stdout=f, stderr=subprocess.STDOUT, env=env)
     host = Host(f"http://127.0.0.1:{port}", work, log)
