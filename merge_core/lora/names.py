@@ -6,11 +6,11 @@ underscores. Checkpoints name the same layer by its LDM/SGM key. This module con
 
 API (`family` is a `merge_core.families.Family` or its name: "sd1", "sd2", "sdxl", "flux"):
 
-- `module_name(ckpt_key, family) -> str | None` — the module name a kohya trainer gives the layer whose
-  weight is `ckpt_key` (a `.weight` key), or None when no LoRA module addresses it (biases, VAE,
-  embeddings, non-linear text-encoder parts, keys of another family). U-Net: every layer a LoRA or
-  LyCORIS file may patch (linears, convs and norms); text encoders: the six linears ComfyUI and the
-  web-ui map (q/k/v/out projections, fc1, fc2).
+- `module_name(ckpt_key, family, style="kohya") -> str | None` — the module name a kohya trainer gives
+  the layer whose weight is `ckpt_key` (a `.weight` key), or None when no LoRA module addresses it
+  (biases, VAE, embeddings, non-linear text-encoder parts, keys of another family). U-Net: every layer a
+  LoRA or LyCORIS file may patch (linears, convs and norms); text encoders: the six linears ComfyUI and
+  the web-ui map (q/k/v/out projections, fc1, fc2).
 - `checkpoint_key(module, family) -> str | None` — the reverse: the checkpoint's `.weight` key.
 - `block_index(module, family) -> int` — the index into the 26 block ids (BASE, IN00–IN11, M00,
   OUT00–OUT11) for SD1/SD2/SDXL, into the 61 Flux ids (CLIP, T5, IN, D00–D18, S00–S37, OUT) for Flux.
@@ -29,7 +29,7 @@ modules keep the LDM path (`lora_unet_input_blocks_4_1_transformer_blocks_0_attn
 `lora_unet_double_blocks_0_img_attn_qkv`), as kohya's SDXL/Flux trainers do. `checkpoint_key` accepts
 both styles for SD1/SD2/SDXL, and `lycoris_` in place of `lora_unet_`. The diffusers ↔ LDM arithmetic
 assumes the released layouts (two ResBlocks per level); for other layouts use the LDM style, which
-needs no arithmetic (ComfyUI accepts it for every U-Net weight).
+needs no arithmetic (ComfyUI accepts it for every U-Net weight): `module_name(..., style="ldm")`.
 
 Text encoders. Kohya names every CLIP layer in Hugging Face CLIPTextModel layout. SD1 CLIP-L
 (`cond_stage_model.transformer.text_model.…`) → `lora_te_text_model_…`; SDXL CLIP-L
@@ -56,6 +56,7 @@ final `out` layers) → BASE, as SuperMerger's LoRA substring rule gives. SDXL L
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Optional
 
 from ..families import FAMILIES
@@ -266,12 +267,13 @@ def _te_split(ckpt_key: str, family: str):
 
 # Public API --------------------------------------------------------------------------------------
 
-def module_name(ckpt_key: str, family) -> Optional[str]:
-    """The kohya module name of the layer whose weight is `ckpt_key`; None when no module addresses it."""
+def module_name(ckpt_key: str, family, style: str = "kohya") -> Optional[str]:
+    """The kohya module name of the layer whose weight is `ckpt_key`; None when no module addresses it.
+    `style="ldm"` names SD1/SD2 U-Net modules by their LDM path too (valid for any U-Net layout)."""
     family = _family_name(family)
     path = _unet_path(ckpt_key, family)
     if path is not None:
-        if family in ("sd1", "sd2"):
+        if family in ("sd1", "sd2") and style != "ldm":
             path = _ldm_to_diffusers(path)
             if path is None:
                 return None
@@ -312,7 +314,11 @@ def _split_module(module: str, family: str):
 
 def checkpoint_key(module: str, family) -> Optional[str]:
     """The checkpoint `.weight` key a module patches (OpenCLIP q/k/v: the fused `in_proj_weight`)."""
-    family = _family_name(family)
+    return _checkpoint_key(module, _family_name(family))
+
+
+@lru_cache(maxsize=65536)
+def _checkpoint_key(module: str, family: str) -> Optional[str]:
     split = _split_module(module, family)
     if split is None:
         return None

@@ -1,0 +1,155 @@
+"""Metadata of merged LoRA files (SPEC §13.10) and the standard kohya / SAI model-spec fields.
+
+Modes: `create new` and `create new without output_name` keep only the first LoRA's basic `ss_*` fields;
+`merge` and `save all` keep the first LoRA's dict and add every input's dict as `sshs_cp<i>` (`merge`
+also unions the inputs' `ss_tag_frequency`); `use first lora` keeps the first LoRA's dict. Every input
+dict carries `sshs_ratio`, `sshs_blocks` and `ss_output_name`. Then `ss_output_name` (the output name,
+left out by "without output_name"), `ss_mixed_precision`, and the additional-networks hashes
+`sshs_model_hash` / `sshs_legacy_hash` computed with only the `ss_*` fields, as kohya's tools do.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Optional
+
+from ..sources import DTYPE_NAMES
+from ..writer import tensor_bytes
+
+MODES = ("create new", "create new without output_name", "merge", "save all", "use first lora")
+MINIMUM = ("ss_network_module", "ss_network_alpha", "ss_network_dim", "ss_v2", "ss_sd_model_name",
+           "ss_base_model_version")
+
+# family → (ss_base_model_version, modelspec architecture, prediction type, resolution). SD1 LoRAs are
+# epsilon-prediction (SuperMerger's extraction marks them v, SPEC §17 #16). SD2 depends on the model
+# (512 epsilon, 768 v): its fields are only written when the caller knows.
+FAMILY_SPEC = {
+    "sd1": ("sd_v1", "stable-diffusion-v1/lora", "epsilon", "512x512"),
+    "sd2": (None, None, None, None),
+    "sdxl": ("sdxl_base_v1-0", "stable-diffusion-xl-v1-base/lora", "epsilon", "1024x1024"),
+    "flux": ("flux1", "flux-1-dev/lora", None, "1024x1024"),
+}
+SD2_SPEC = {False: ("sd_v2", "stable-diffusion-v2-512/lora", "epsilon", "512x512"),
+            True: ("sd_v2_v", "stable-diffusion-v2-768-v/lora", "v", "768x768")}
+
+
+def standard_metadata(family: str, title: str, dim=None, alpha=None, network_module: str = "networks.lora",
+                      v_prediction: Optional[bool] = None) -> dict:
+    """kohya `ss_*` and SAI `modelspec.*` fields for a LoRA of `family` (values as strings)."""
+    version, arch, prediction, resolution = (SD2_SPEC[v_prediction] if family == "sd2" and v_prediction is not None
+                                             else FAMILY_SPEC[family])
+    meta = {"ss_network_module": network_module, "ss_v2": str(family == "sd2"),
+            "modelspec.sai_model_spec": "1.0.0", "modelspec.implementation":
+                "https://github.com/Stability-AI/generative-models" if family != "flux"
+                else "https://github.com/black-forest-labs/flux",
+            "modelspec.title": title, "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if dim is not None:
+        meta["ss_network_dim"] = str(dim)
+        meta["ss_network_alpha"] = str(alpha if alpha is not None else dim)
+    for key, value in (("ss_base_model_version", version), ("modelspec.architecture", arch),
+                       ("modelspec.prediction_type", prediction), ("modelspec.resolution", resolution)):
+        if value is not None:
+            meta[key] = value
+    return meta
+
+
+def input_metadata(file_metadata: dict, entry) -> dict:
+    """One input LoRA's dict as the merge records it (SPEC §13.10)."""
+    meta = dict(file_metadata)
+    meta["sshs_ratio"] = entry.ratio_text.strip()
+    meta["sshs_blocks"] = ",".join(str(float(w)) for w in entry.weights)
+    meta["ss_output_name"] = entry.name
+    return meta
+
+
+def _union_tag_frequency(target: dict, other: dict) -> None:
+    """Add `other`'s datasets missing from `target`'s ss_tag_frequency (SuperMerger's intent for 'merge';
+    its code compares JSON texts, so it never happens there)."""
+    try:
+        mine = json.loads(target.get("ss_tag_frequency", "{}"))
+        theirs = json.loads(other.get("ss_tag_frequency", "{}"))
+    except (TypeError, ValueError):
+        return
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        for dataset, tags in theirs.items():
+            mine.setdefault(dataset, tags)
+        if mine:
+            target["ss_tag_frequency"] = json.dumps(mine)
+
+
+def merged_metadata(inputs: list, mode: str, output_name: str, precision: str, family: str,
+                    network_module: str = "networks.lora", rank: Optional[int] = None) -> dict:
+    """The merged file's metadata before hashing. `inputs`: the `input_metadata` dicts, in order. When the
+    merge re-decomposed to `rank`, `ss_network_dim`/`ss_network_alpha` say so (SuperMerger keeps the first
+    LoRA's values); standard fields the inputs lack are filled in from the family."""
+    if mode not in MODES:
+        raise ValueError(f"metadata mode {mode!r}; one of {', '.join(MODES)}")
+    first = inputs[0]
+    if mode == "use first lora":
+        meta = dict(first)
+    elif mode.startswith("create new"):
+        meta = {k: first[k] for k in MINIMUM if k in first}
+    else:
+        meta = dict(first)
+        found_module = None
+        for i, other in enumerate(inputs):
+            meta[f"sshs_cp{i}"] = json.dumps(other, ensure_ascii=False)
+            if found_module is None and "ss_network_module" in other:
+                found_module = other["ss_network_module"]
+            if mode == "merge" and i > 0:
+                _union_tag_frequency(meta, other)
+        if found_module is not None:
+            meta["ss_network_module"] = found_module
+    if rank is not None:
+        meta["ss_network_dim"] = meta["ss_network_alpha"] = str(rank)
+    fresh = mode.startswith("create new")  # a new file also gets the model-spec fields it lacks
+    for key, value in standard_metadata(family, output_name, network_module=network_module).items():
+        if key.startswith("ss_") or fresh:
+            meta.setdefault(key, value)
+    if mode.endswith("without output_name"):
+        meta.pop("ss_output_name", None)
+    else:
+        meta["ss_output_name"] = output_name
+    meta["ss_mixed_precision"] = precision
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+
+
+def safetensors_header(entries: list, metadata: Optional[dict]) -> bytes:
+    """The header SafetensorsWriter writes for `entries` [(key, dtype, shape)] (8-byte length + JSON)."""
+    header, offset = {}, 0
+    for key, dtype, shape in entries:
+        numel = 1
+        for d in shape:
+            numel *= int(d)
+        size = numel * dtype.itemsize
+        header[key] = {"dtype": DTYPE_NAMES[dtype], "shape": [int(d) for d in shape],
+                       "data_offsets": [offset, offset + size]}
+        offset += size
+    if metadata:
+        header = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}, **header}
+    blob = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+    return len(blob).to_bytes(8, "little") + blob
+
+
+def with_hashes(metadata: dict, tensors: dict) -> dict:
+    """Add `sshs_model_hash` (sha256 of the tensor bytes, i.e. of the file after its header) and
+    `sshs_legacy_hash` (sha256 of 64 KiB at offset 1 MiB of the file as it would be with only the `ss_*`
+    fields). `tensors` in the order they will be written."""
+    ss_only = {k: v for k, v in metadata.items() if k.startswith("ss_")}
+    head = safetensors_header([(k, t.dtype, tuple(t.shape)) for k, t in tensors.items()], ss_only)
+    payload = hashlib.sha256()
+    window, pos, lo, hi = bytearray(), len(head), 0x100000, 0x110000
+    window += head[lo:hi]
+    for t in tensors.values():
+        data = tensor_bytes(t)
+        payload.update(data)
+        end = pos + data.nbytes
+        if end > lo and pos < hi:
+            window += data[max(lo - pos, 0):min(hi - pos, data.nbytes)]
+        pos = end
+    out = dict(metadata)
+    out["sshs_model_hash"] = payload.hexdigest()
+    out["sshs_legacy_hash"] = hashlib.sha256(bytes(window)).hexdigest()[:8]
+    return out
