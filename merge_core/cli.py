@@ -134,9 +134,8 @@ def cmd_adjust(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    import csv
-
     from . import analysis
+    from .csvfile import write_csv
     from .plan import ModelInfo, detect_family
     from .sources import open_model
 
@@ -152,26 +151,15 @@ def cmd_analyze(args) -> int:
         finally:
             close()
     if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows(result.csv_rows())
+        write_csv(args.csv, result.csv_rows())
     print(analysis.table_text(result))
     return 0
 
 
 def cmd_metadata(args) -> int:
-    import json
+    from .sources import metadata_json
 
-    from .sources import open_model
-
-    with open_model(args.model) as src:
-        meta = src.metadata()
-    pretty = {}
-    for k, v in meta.items():
-        try:
-            pretty[k] = json.loads(v) if isinstance(v, str) and v[:1] in "{[" else v
-        except ValueError:
-            pretty[k] = v
-    print(json.dumps(pretty, indent=2, ensure_ascii=False))
+    print(metadata_json(args.model))
     return 0
 
 

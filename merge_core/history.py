@@ -42,16 +42,17 @@ class Entry:
     recipe: Recipe
     models: dict = field(default_factory=dict)  # role → {"name", "sha256"} when known
     origin: str = ""
+    family: str = ""  # the model family the merge ran on ("" when not known, e.g. imported rows)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "time": self.time, "name": self.name, "recipe": self.recipe.to_dict(),
-                "models": self.models, "origin": self.origin}
+                "models": self.models, "origin": self.origin, "family": self.family}
 
     @classmethod
     def from_dict(cls, data: dict, where: str) -> "Entry":
         try:
             return cls(int(data["id"]), str(data["time"]), str(data["name"]), Recipe.from_dict(data["recipe"]),
-                       dict(data.get("models") or {}), str(data.get("origin", "")))
+                       dict(data.get("models") or {}), str(data.get("origin", "")), str(data.get("family", "")))
         except (KeyError, TypeError, ValueError) as e:
             raise MergeError(where, f"not a history record ({e})") from None
         except MergeError as e:
@@ -118,12 +119,13 @@ class History:
             out.append(Entry.from_dict(data, f"history {self.path.name} line {n}"))
         return out
 
-    def append(self, recipe: Recipe, name: str = "", models: Optional[dict] = None, origin: str = "") -> Entry:
+    def append(self, recipe: Recipe, name: str = "", models: Optional[dict] = None, origin: str = "",
+               family: str = "") -> Entry:
         """Record a merge; returns its entry with the new ID."""
         with _locked(self.path):
             last = self.entries()
             entry = Entry(last[-1].id + 1 if last else 1, time.strftime(TIME_FORMAT), name, recipe,
-                          models or {}, origin)
+                          models or {}, origin, family)
             self._write_lines([json.dumps(entry.to_dict(), ensure_ascii=False)])
         return entry
 
@@ -267,4 +269,4 @@ def record(history: Optional[History], plan, inputs, name: str, origin: str,
             paths[f"model_{role}"] = str(Path(path).resolve())
             models[role] = {"name": src.name, "sha256": sha256(path)}
     recipe = plan.recipe.replace(**paths) if absolute_paths else plan.recipe
-    return history.append(recipe, name, models, origin)
+    return history.append(recipe, name, models, origin, plan.family.name)

@@ -14,28 +14,41 @@ from typing import Callable, Optional
 import torch
 
 from . import calcmodes
+from .csvfile import write_csv
 from .errors import MergeError
 from .executor import Inputs, run_plan
 from .hashing import legacy_hash, sha256
 from .naming import merge_name
-from .plan import (CLIP_POSITION_IDS, FROM_B, FROM_VAE, RESET_IDS, ModelInfo, Plan, Step, adjust_plan, build_plan,
+from .plan import (CLIP_POSITION_IDS, FROM_B, KEEP, FROM_VAE, RESET_IDS, ModelInfo, Plan, Step, adjust_plan, build_plan,
                    detect_family, uses_model_c)
 from .recipe import Recipe
-from .sources import open_model
+from .sources import DictSource, open_model
 from .writer import SafetensorsWriter
 
-FP16_FROM = (torch.float32, torch.float64, torch.bfloat16)
-PRUNE_KEEP = ("diffusion_model.", "first_stage_model.")
+FLOATS = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+VAE_PREFIX = "first_stage_model."
+PRUNE_KEEP = ("diffusion_model.", VAE_PREFIX)
 
 
 @dataclass
 class SaveOptions:
-    fp16: bool = False
+    fp16: bool = False  # SuperMerger's option; the same as precision "fp16"
+    precision: str = ""  # "" keeps each tensor's dtype; else fp16, bf16 or fp32 for the model's float weights
     prune: bool = False
     metadata: bool = True
     reset_clip_ids: bool = False
     bake_vae: Optional[str] = None  # a VAE file whose weights replace first_stage_model.*
     overwrite: bool = False
+
+    def __post_init__(self):
+        if self.precision and self.precision not in PRECISIONS:
+            raise MergeError("precision", f"'{self.precision}' is not one of {', '.join(PRECISIONS)}")
+
+    @property
+    def dtype(self) -> Optional[torch.dtype]:
+        """The dtype the model's floating-point weights are stored in (None: as they are)."""
+        return torch.float16 if self.fp16 else PRECISIONS.get(self.precision)
 
 
 @dataclass
@@ -74,7 +87,12 @@ def make_plan(recipe: Recipe, inputs: Inputs, options: Optional[SaveOptions] = N
     info = ModelInfo.of
     plan = build_plan(recipe, info(inputs.a), info(inputs.b), info(inputs.c) if inputs.c is not None else None,
                       presets)
-    options = options or SaveOptions()
+    return with_save_options(plan, inputs, options or SaveOptions())
+
+
+def with_save_options(plan: Plan, inputs: Inputs, options: SaveOptions) -> Plan:
+    """The save options' per-key decisions (SPEC §10): bake in VAE, reset CLIP ids, SDXL's and prune's key
+    filters."""
     steps = plan.steps
     if options.bake_vae:
         steps = _bake_vae(steps, inputs.vae)
@@ -89,21 +107,26 @@ def make_plan(recipe: Recipe, inputs: Inputs, options: Optional[SaveOptions] = N
     return plan
 
 
+def keep_vae(plan: Plan) -> Plan:
+    """Model A's VAE unmerged (SuperMerger merges it with the BASE weight, like any other "model" key)."""
+    return plan.replaced([Step(s.key, KEEP) if s.key.startswith(VAE_PREFIX) else s for s in plan.steps])
+
+
 def _bake_vae(steps: list, vae) -> list:
     if vae is None:
         raise MergeError("bake_vae", "no VAE file was opened")
-    available = {k.removeprefix("first_stage_model."): k for k in vae.keys()}
+    available = {k.removeprefix(VAE_PREFIX): k for k in vae.keys()}
     out = []
     for s in steps:
-        inner = s.key.removeprefix("first_stage_model.")
-        if s.key.startswith("first_stage_model.") and inner in available:
+        inner = s.key.removeprefix(VAE_PREFIX)
+        if s.key.startswith(VAE_PREFIX) and inner in available:
             out.append(Step(s.key, FROM_VAE, source_key=available[inner]))
         else:
             out.append(s)
     return out
 
 
-def output_spec(plan: Plan, inputs: Inputs, fp16: bool = False) -> list:
+def output_spec(plan: Plan, inputs: Inputs, target: Optional[torch.dtype] = None) -> list:
     """(key, dtype, shape) of every output tensor, in plan order, known before any tensor is computed."""
     spec = []
     for s in plan.steps:
@@ -119,8 +142,8 @@ def output_spec(plan: Plan, inputs: Inputs, fp16: bool = False) -> list:
         if s.action == FROM_VAE and shape != tuple(inputs.a.shape(s.key)):
             raise MergeError(f"bake_vae ({inputs.vae.name})", f"key {key} has shape {list(shape)} but the "
                                                               f"model's VAE has {list(inputs.a.shape(s.key))}")
-        if fp16 and "model" in s.key and dtype in FP16_FROM:
-            dtype = torch.float16
+        if target is not None and "model" in s.key and dtype in FLOATS:
+            dtype = target
         spec.append((s.key, dtype, shape))
     return spec
 
@@ -168,19 +191,7 @@ def build_metadata(plan: Plan, inputs: Inputs) -> dict:
 
 def write_elist(plan: Plan, path) -> Path:
     """The per-key α/β list (SuperMerger's E-list, SPEC §8.6) as CSV rows `key,alpha,beta`."""
-    import csv
-    import os
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows(plan.elist())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_csv(path, plan.elist())
 
 
 def merge_to_dict(recipe: Recipe, inputs: Inputs, *, plan: Optional[Plan] = None, progress=None,
@@ -207,13 +218,19 @@ def merge_to_file(recipe: Recipe, inputs: Inputs, out_path, options: Optional[Sa
 
 def _stream_to_file(plan: Plan, inputs: Inputs, out_path, options: SaveOptions, metadata: dict, progress=None,
                     cancel=None, device: str = "cpu") -> MergeResult:
-    spec = output_spec(plan, inputs, options.fp16)
+    spec = output_spec(plan, inputs, options.dtype)
     dtypes = {k: d for k, d, _ in spec}
     t0 = time.perf_counter()
     with SafetensorsWriter(out_path, spec, metadata, overwrite=options.overwrite) as writer:
         run_plan(plan, inputs, lambda step, t: writer.write(step.key, t.to(dtypes[step.key])),
                  progress=progress, cancel=cancel, device=device)
     return MergeResult(plan, path=Path(out_path), seconds=time.perf_counter() - t0, notes=list(plan.notes))
+
+
+def _copy_plan(recipe: Recipe, family, keys, steps=None) -> Plan:
+    """A plan that writes one model's keys as they are (or with `steps`' Adjust)."""
+    return Plan(recipe=recipe, family=family, mode="weight_sum", calcmode=calcmodes.get("normal"),
+                steps=steps if steps is not None else [Step(k, KEEP) for k in keys])
 
 
 def adjust_to_file(model, adjust: str, out_path, options: Optional[SaveOptions] = None, *,
@@ -225,9 +242,23 @@ def adjust_to_file(model, adjust: str, out_path, options: Optional[SaveOptions] 
         info = ModelInfo.of(src)
         family = detect_family({"a": info})
         recipe = Recipe(model_a=str(model), model_b=str(model), adjust=adjust)
-        plan = Plan(recipe=recipe, family=family, mode="weight_sum", calcmode=calcmodes.get("normal"),
-                    steps=adjust_plan(family, info.keys, adjust))
+        plan = _copy_plan(recipe, family, info.keys, adjust_plan(family, info.keys, adjust))
         metadata = dict(src.metadata(), supermerger_adjust=adjust) if options.metadata else {"format": "pt"}
         return _stream_to_file(plan, Inputs(src, src), out_path, options, metadata, progress, cancel)
     finally:
         src.close()
+
+
+def save_state_dict(tensors: dict, out_path, options: Optional[SaveOptions] = None, metadata: Optional[dict] = None,
+                    *, progress: Optional[Callable] = None, cancel: Optional[Callable] = None) -> MergeResult:
+    """Write a checkpoint-format state dict (e.g. a model ComfyUI holds) with the save options: precision,
+    prune, reset CLIP ids; atomically, never over an existing file without `options.overwrite`."""
+    options = options or SaveOptions()
+    if options.bake_vae:
+        raise MergeError("bake_vae", "connect the VAE to bake in instead")
+    src = DictSource(tensors, "model")
+    info = ModelInfo.of(src)
+    plan = _copy_plan(Recipe(model_a="model", model_b="model"), detect_family({"a": info}), info.keys)
+    plan = with_save_options(plan, Inputs(src, src), options)
+    return _stream_to_file(plan, Inputs(src, src), out_path, options, metadata or {"format": "pt"}, progress,
+                           cancel)

@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from .errors import MergeError
+
 
 def stem(model: Optional[str]) -> str:
     return Path(model).stem if model else ""
@@ -56,3 +58,22 @@ def file_name(name: str, fp16: bool = False, ext: str = ".safetensors", in_chann
     if len(out) > 240:  # keep clear of the 255-character file-name limit
         out = out[: 240 - len(ext)] + ext
     return out
+
+
+def inside(base, filename: str, suffix: str = ".safetensors") -> Path:
+    """`filename` (a name or subfolder/name, `suffix` added when missing) inside the folder `base`, or an
+    error: no absolute paths, drive letters, '..' or links that lead out of the folder."""
+    name = filename.strip().replace("\\", "/")
+    if not name:
+        raise MergeError("filename", "is empty")
+    parts = name.split("/")
+    if name.startswith("/") or ":" in name or any(p in ("", ".", "..") for p in parts):
+        raise MergeError("filename", f"'{filename}' must be a plain name or subfolder/name inside the "
+                                     "destination folder (no absolute paths, drive letters or '..')")
+    if not name.lower().endswith(suffix):
+        name += suffix
+    base = Path(base).resolve()
+    path = (base / name).resolve()
+    if base not in path.parents:
+        raise MergeError("filename", f"'{filename}' leads outside the destination folder")
+    return path

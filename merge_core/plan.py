@@ -175,6 +175,17 @@ def _weights(recipe: Recipe, family: Family, usebeta: bool, presets) -> tuple:
     return wa, wb, extra_elemental, dice
 
 
+def block_alphas(recipe: Recipe, family: Family, presets: Optional[dict] = None) -> list:
+    """The α each block slot of `family` gets from `recipe` (presets and dice resolved; the slider's α for every
+    block when there are no block weights): BASE first, in the family's list order (110 for extended lists)."""
+    if recipe.seed == -1 and needs_seed(recipe):
+        raise MergeError("seed", "is -1: the block weights of an unrun random merge are not known")
+    wa = _weights(recipe, family, False, presets)[0]
+    if wa is None:
+        return [recipe.alpha] * len(family.blocks)
+    return wa.as_list()
+
+
 def effective_mode(recipe: Recipe) -> str:
     """The mode a merge runs in: trainDifference and extract switch it to add difference."""
     return calcmodes.get(recipe.calcmode).forced_mode or recipe.mode

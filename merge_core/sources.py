@@ -204,3 +204,19 @@ def open_model(path, name: Optional[str] = None):
         src.path = path
         return src
     raise MergeError(f"file {path}", f"has an unknown suffix '{path.suffix}'; expected .safetensors or .ckpt")
+
+
+def metadata_json(path) -> str:
+    """A model file's metadata as indented JSON, with values that are JSON themselves (recipes, ss_* tables)
+    unpacked, as SuperMerger's metadata page shows them."""
+    import json
+
+    with open_model(path) as src:
+        meta = src.metadata()
+    pretty = {}
+    for k, v in meta.items():
+        try:
+            pretty[k] = json.loads(v) if isinstance(v, str) and v[:1] in "{[" else v
+        except ValueError:
+            pretty[k] = v
+    return json.dumps(pretty, indent=2, ensure_ascii=False)

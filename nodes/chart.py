@@ -1,4 +1,4 @@
-"""A bar chart of per-block scores, drawn with pillow (ComfyUI-free)."""
+"""Bar charts of per-block values (similarity scores, block weights), drawn with pillow (ComfyUI-free)."""
 from __future__ import annotations
 
 import math
@@ -17,13 +17,29 @@ def _font(size: int):
 
 
 def bar_chart(rows: list, title: str, low: float = None, high: float = 100.0) -> Image.Image:
-    """`rows`: (label, value). Bars start at the axis minimum; bars under 99.9 are drawn in a warm colour so
-    blocks that changed stand out."""
+    """Similarity scores: `rows` of (label, value) on a 0–100 scale, zoomed in when every value is above 50;
+    bars under 99.9 are drawn in a warm colour so blocks that changed stand out."""
     values = [v for _, v in rows] or [0.0]
     low = min(0.0, math.floor(min(values) / 10) * 10) if low is None else low
     if min(values) > 50:
         low = math.floor(min(values) / 10) * 10 - 10  # zoom in: similarities sit between 50 and 100
     high = max(high, max(values))
+    return _draw(rows, title, low, high, lambda v: v < 99.9, lambda v: f"{v:.1f}" if v < 99.95 else "100", "{:.0f}")
+
+
+def weight_chart(rows: list, spread: list, title: str) -> Image.Image:
+    """Block weights: `rows` of (label, mean) with a ±`spread` (σ) whisker on each bar; blocks that vary are
+    drawn in a warm colour."""
+    values = [v for _, v in rows] or [0.0]
+    lows = [v - s for v, s in zip(values, spread)] or [0.0]
+    highs = [v + s for v, s in zip(values, spread)] or [1.0]
+    low = min(0.0, math.floor(min(lows) * 4) / 4)
+    high = max(1.0, math.ceil(max(highs) * 4) / 4)
+    varies = {i for i, s in enumerate(spread) if s > 0}
+    return _draw(rows, title, low, high, None, lambda v: f"{v:.2f}", "{:.2f}", spread, varies)
+
+
+def _draw(rows, title, low, high, warm, value_text, axis_text, spread=None, warm_bars=()) -> Image.Image:
     width = LEFT + RIGHT + max(len(rows), 1) * (BAR + GAP)
     height = 380
     small, big, tiny = _font(12), _font(16), _font(10)
@@ -39,16 +55,27 @@ def bar_chart(rows: list, title: str, low: float = None, high: float = 100.0) ->
     for i in range(6):
         v = low + (high - low) * i / 5
         d.line([(LEFT, y(v)), (img.width - RIGHT, y(v))], fill=GRID)
-        d.text((6, y(v) - 7), f"{v:.0f}", fill=INK, font=small)
+        d.text((6, y(v) - 7), axis_text.format(v), fill=INK, font=small)
+    base = min(max(0.0, low), high)
     for i, (label, value) in enumerate(rows):
         x0 = LEFT + GAP // 2 + i * (BAR + GAP)
-        d.rectangle([x0, y(value), x0 + BAR, y(low)], fill=BARS if value >= 99.9 else LOW)
-        label_v = f"{value:.1f}" if value < 99.95 else "100"
-        tw = d.textlength(label_v, font=tiny)
-        d.text((x0 + (BAR - tw) / 2, y(value) - 13), label_v, fill=INK, font=tiny)
-        text = Image.new("RGBA", (BOTTOM - 6, 16), (255, 255, 255, 0))
-        ImageDraw.Draw(text).text((0, 0), str(label), fill=INK, font=small)
-        img.paste(text.rotate(90, expand=True), (x0 + 5, height - BOTTOM + 4), text.rotate(90, expand=True))
+        hot = warm(value) if warm is not None else i in warm_bars
+        d.rectangle([x0, min(y(value), y(base)), x0 + BAR, max(y(value), y(base))], fill=LOW if hot else BARS)
+        top = y(value)
+        if spread is not None and spread[i] > 0:
+            lo, hi = y(value - spread[i]), y(value + spread[i])
+            mid = x0 + BAR / 2
+            d.line([(mid, hi), (mid, lo)], fill=INK, width=2)
+            d.line([(mid - 5, hi), (mid + 5, hi)], fill=INK, width=2)
+            d.line([(mid - 5, lo), (mid + 5, lo)], fill=INK, width=2)
+            top = min(top, hi)
+        text = value_text(value)
+        tw = d.textlength(text, font=tiny)
+        d.text((x0 + (BAR - tw) / 2, top - 13), text, fill=INK, font=tiny)
+        label_img = Image.new("RGBA", (BOTTOM - 6, 16), (255, 255, 255, 0))
+        ImageDraw.Draw(label_img).text((0, 0), str(label), fill=INK, font=small)
+        rotated = label_img.rotate(90, expand=True)
+        img.paste(rotated, (x0 + 5, height - BOTTOM + 4), rotated)
     d.line([(LEFT, TOP), (LEFT, y(low))], fill=INK)
-    d.line([(LEFT, y(low)), (img.width - RIGHT, y(low))], fill=INK)
+    d.line([(LEFT, y(base)), (img.width - RIGHT, y(base))], fill=INK)
     return img

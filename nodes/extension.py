@@ -4,25 +4,14 @@ from __future__ import annotations
 
 from comfy_api.v0_0_2 import ComfyExtension, io, ui
 
-from . import lora, lora_extract, params, patching
-
-CATEGORY = "SuperMerger"
-Params = io.Custom("SUPERMERGER_PARAMS")
+from . import checkpoint_nodes, checkpoints, inspect_nodes, lora, lora_extract, params, patching
+from .common import CATEGORY, TIPS, Params
 
 MODE_NODES = {  # node id → (mode, display name, models, beta?, gamma?)
     "SuperMergerWeightSum": ("weight_sum", "Weight Sum (SuperMerger)", "A·(1−α) + B·α"),
     "SuperMergerAddDifference": ("add_difference", "Add Difference (SuperMerger)", "A + (B − C)·α"),
     "SuperMergerTripleSum": ("triple_sum", "Triple Sum (SuperMerger)", "A·(1−α−β) + B·α + C·β"),
     "SuperMergerSumTwice": ("sum_twice", "Sum Twice (SuperMerger)", "(A·(1−α) + B·α)·(1−β) + C·β"),
-}
-TIPS = {
-    "alpha": "α: how much of B (the difference B−C for add difference). Replaced per block by the weights input.",
-    "beta": "β: how much of C (triple sum, sum twice); the slice position for tensor/tensor2; feature "
-            "choice for extract.",
-    "gamma": "γ: extract's sharpness (option(gamma)); other calcmodes ignore it.",
-    "calcmode": "How each tensor is combined. 'normal' is the formula above; see the help page for the others.",
-    "weights": "Block weights, elemental, Include/Exclude and dice settings from the SuperMerger parameter nodes.",
-    "use_old_calc": "SuperMerger's 'use old calc method': plain formulas in the inputs' precision.",
 }
 
 
@@ -81,6 +70,8 @@ def _merge_node(node_id: str, mode: str, display: str, formula: str) -> type:
                                                           clip_a, clip_b, clip_c)
             except params.MergeError as e:
                 raise params.node_error(node_id, e) from None
+            checkpoints.history().append(plan.recipe, params.merge_core.merge.display_name(plan), {}, "in-graph",
+                                         plan.family.name)
             return io.NodeOutput(model, clip, plan.recipe.to_json())
 
     Node.__name__ = node_id
@@ -237,16 +228,17 @@ class SuperMergerAnalysis(io.ComfyNode):
                                    tooltip="A block's value: the mean or minimum of its keys, or its "
                                            "cross-attention output weight."),
                     io.Clip.Input("clip_a", optional=True, tooltip="Also compare the text encoders (BASE)."),
-                    io.Clip.Input("clip_b", optional=True, tooltip="The second text encoder.")],
+                    io.Clip.Input("clip_b", optional=True, tooltip="The second text encoder."),
+                    io.String.Input("csv_filename", default="", optional=True,
+                                    tooltip="Also save the table as CSV in the output folder (empty = don't).")],
             outputs=[io.String.Output(display_name="table", tooltip="The scores as text (block, score, key)."),
                      io.Image.Output(display_name="chart", tooltip="A bar per block (100 = identical).")])
 
     @classmethod
-    def execute(cls, model_a, model_b, mode, block_method, clip_a=None, clip_b=None) -> io.NodeOutput:
-        import numpy as np
-        import torch
-
+    def execute(cls, model_a, model_b, mode, block_method, clip_a=None, clip_b=None,
+                csv_filename="") -> io.NodeOutput:
         from .chart import bar_chart
+        from .inspect_nodes import image_tensor, write_table
 
         node = "SuperMergerAnalysis"
         try:
@@ -257,9 +249,10 @@ class SuperMergerAnalysis(io.ComfyNode):
         rows = result.blocks or [(b, s) for b, _k, s in result.elements]
         title = ("ASimilarity per attention block" if mode == "asimilarity"
                  else f"{family.label}: cosine similarity ({block_method} per block)")
-        image = bar_chart(rows, title)
-        tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).unsqueeze(0)
+        tensor = image_tensor(bar_chart(rows, title))
         text = analysis.table_text(result)
+        if csv_filename.strip():
+            text += f"\nsaved output/{write_table(node, csv_filename, result.csv_rows())}"
         return io.NodeOutput(text, tensor, ui=ui.PreviewImage(tensor, cls=cls))
 
 
@@ -296,5 +289,5 @@ class SuperMergerElements(io.ComfyNode):
 class SuperMergerExtension(ComfyExtension):
     async def get_node_list(self) -> list:
         return [*MERGE_NODES, SuperMergerBlockWeights, SuperMergerElemental, SuperMergerIncludeExclude,
-                SuperMergerDiceRoll, SuperMergerAdjust, SuperMergerAnalysis, SuperMergerElements, *lora.NODES,
-                *lora_extract.NODES]
+                SuperMergerDiceRoll, SuperMergerAdjust, SuperMergerAnalysis, SuperMergerElements,
+                *checkpoint_nodes.NODES, *inspect_nodes.NODES, *lora.NODES, *lora_extract.NODES]

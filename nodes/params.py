@@ -78,12 +78,24 @@ def dice(prev, mode: str, seed: int, alpha: bool = True, beta: bool = False, cus
     return out
 
 
+def panel(prev, weights_alpha: str = "", weights_beta: str = "", elemental_text: str = "",
+          inex_mode: str = "off", inex_blocks: str = "", inex_elements: str = "") -> dict:
+    """The checkpoint-merge node's own fields, on top of a connected parameter chain: block weights and
+    Include/Exclude set here win over the chain's; elemental entries are added after the chain's."""
+    out = block_weights(prev, weights_alpha, weights_beta)
+    out = elemental(out, elemental_text)
+    if inex_mode != "off" or inex_blocks.strip() or inex_elements.strip():
+        out = include_exclude(out, inex_mode, inex_blocks, inex_elements)
+    return out
+
+
 def build_recipe(mode: str, calcmode: str, alpha: float, beta: float = 0.25, gamma: float = 0.3,
                  params: Optional[dict] = None, use_old_calc: bool = False,
-                 names: tuple = ("model A", "model B", None)) -> "merge_core.Recipe":
+                 names: tuple = ("model A", "model B", None), adjust: str = "") -> "merge_core.Recipe":
     fields = _chain(params)
     return merge_core.Recipe(model_a=names[0], model_b=names[1], model_c=names[2], mode=mode, calcmode=calcmode,
-                             alpha=alpha, beta=beta, gamma=gamma, use_old_calc=use_old_calc, **fields)
+                             alpha=alpha, beta=beta, gamma=gamma, use_old_calc=use_old_calc, adjust=adjust.strip(),
+                             **fields)
 
 
 def node_error(node: str, err: Exception) -> Exception:

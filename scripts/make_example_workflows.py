@@ -29,15 +29,27 @@ OUTPUT_TYPES = {
     "SuperMergerTripleSum": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("recipe", "STRING")],
     "SuperMergerAdjust": [("MODEL", "MODEL")],
     "SuperMergerElements": [("elements", "STRING")],
+    "SuperMergerCheckpointMerge": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE"), ("recipe", "STRING"),
+                                   ("merge_id", "INT")],
+    "SuperMergerSave": [("path", "STRING")],
+    "SuperMergerSaveImage": [],
+    "SuperMergerHistory": [("recipe", "STRING"), ("merge_id", "INT"), ("listing", "STRING")],
+    "SuperMergerHistoryWeights": [("table", "STRING"), ("chart", "IMAGE")],
+    "SuperMergerMetadata": [("metadata", "STRING")],
 }
 INPUT_TYPES = {"model": "MODEL", "model_a": "MODEL", "model_b": "MODEL", "model_c": "MODEL", "clip": "CLIP",
                "clip_a": "CLIP", "clip_b": "CLIP", "clip_c": "CLIP", "vae": "VAE", "samples": "LATENT",
                "latent_image": "LATENT", "positive": "CONDITIONING", "negative": "CONDITIONING",
-               "images": "IMAGE", "weights": "SUPERMERGER_PARAMS", "source": "*"}
+               "images": "IMAGE", "weights": "SUPERMERGER_PARAMS", "source": "*", "recipe": "STRING",
+               "merge_id": "INT"}
 
 
-def sampler_tail(first_id, model, clip, vae, prefix):
+def sampler_tail(first_id, model, clip, vae, prefix, merge=None):
+    """Prompt → sample → decode → save; with `merge` (a Checkpoint Merge node id) the images carry its merge ID."""
     i = first_id
+    save = ((i + 5, "SuperMergerSaveImage", [prefix, False], {"images": (i + 4, 0), "merge_id": (merge, 4),
+                                                              "recipe": (merge, 3)})
+            if merge is not None else (i + 5, "SaveImage", [prefix], {"images": (i + 4, 0)}))
     return [
         (i, "CLIPTextEncode", ["a cozy cabin in a snowy forest, warm light, detailed"], {"clip": clip}),
         (i + 1, "CLIPTextEncode", ["blurry, low quality"], {"clip": clip}),
@@ -45,8 +57,16 @@ def sampler_tail(first_id, model, clip, vae, prefix):
         (i + 3, "KSampler", [0, "fixed", 20, 7.0, "euler", "normal", 1.0],
          {"model": model, "positive": (i, 0), "negative": (i + 1, 0), "latent_image": (i + 2, 0)}),
         (i + 4, "VAEDecode", [], {"samples": (i + 3, 0), "vae": vae}),
-        (i + 5, "SaveImage", [prefix], {"images": (i + 4, 0)}),
+        save,
     ]
+
+
+def checkpoint_merge(nid, a, b, c="(none)", mode="weight_sum", calcmode="normal", alpha=0.5, beta=0.25,
+                     weights_alpha="", elemental="", inputs=None):
+    """A SuperMergerCheckpointMerge node with its widgets in input order."""
+    widgets = [a, b, c, mode, calcmode, alpha, beta, 0.3, weights_alpha, "", elemental, "off", "", "", "", False,
+               True, 2]
+    return (nid, "SuperMergerCheckpointMerge", widgets, inputs or {})
 
 
 def loaders(names):
@@ -108,6 +128,32 @@ GRAPHS = {
             (11, "PreviewAny", [], {"source": (10, 0)}),
         ] + sampler_tail(12, (8, 0), (7, 1), (1, 2), "supermerger_controls"),
     },
+    "checkpoint_merge_save": {
+        "title": "SuperMerger: checkpoint merge by name (low memory), generate, save when you like it",
+        "muted": {4},  # Save: enable it (Ctrl+M) once the image is right
+        "nodes": [
+            checkpoint_merge(1, "model_a.safetensors", "model_b.safetensors", weights_alpha="GRAD_V",
+                             elemental="OUT03-OUT05:attn2:0.8"),
+            (2, "PreviewAny", [], {"source": (1, 4)}),
+            (3, "PreviewAny", [], {"source": (1, 3)}),
+            (4, "SuperMergerSave", ["", "checkpoints", "fp16", False, True, False, False],
+             {"model": (1, 0), "clip": (1, 1), "vae": (1, 2), "recipe": (1, 3)}),
+        ] + sampler_tail(5, (1, 0), (1, 1), (1, 2), "supermerger_checkpoint_merge", merge=1),
+    },
+    "rerun_from_history": {
+        "title": "SuperMerger: run the last merge again from the history (ID -1), bit for bit; the block weights "
+                 "of earlier merges; a model's metadata",
+        "nodes": [
+            (1, "SuperMergerHistory", [-1, "", "and", 20], {}),
+            (2, "PreviewAny", [], {"source": (1, 2)}),
+            checkpoint_merge(3, "model_a.safetensors", "model_b.safetensors", inputs={"recipe": (1, 0)}),
+            (4, "PreviewAny", [], {"source": (3, 3)}),
+            (11, "SuperMergerHistoryWeights", ["-3--1", ""], {}),
+            (12, "SaveImage", ["supermerger_history_weights"], {"images": (11, 1)}),
+            (13, "SuperMergerMetadata", ["model_a.safetensors", "(none)"], {}),
+            (14, "PreviewAny", [], {"source": (13, 0)}),
+        ] + sampler_tail(5, (3, 0), (3, 1), (3, 2), "supermerger_rerun", merge=3),
+    },
     "triple_sum": {
         "title": "SuperMerger: triple sum of three models",
         "nodes": loaders(["model_a.safetensors", "model_b.safetensors", "model_c.safetensors"]) + [
@@ -140,7 +186,7 @@ def build(spec):
         row = rows.get(col, 0)
         rows[col] = row + 1
         nodes.append({"id": nid, "type": ntype, "pos": [40 + 380 * col, 40 + 230 * row], "size": [340, 190],
-                      "flags": {}, "order": 0, "mode": 0, "inputs": ins, "outputs": [],
+                      "flags": {}, "order": 0, "mode": 2 if nid in spec.get("muted", ()) else 0, "inputs": ins, "outputs": [],
                       "properties": {"Node name for S&R": ntype}, "widgets_values": widgets})
     for node in nodes:
         node["outputs"] = [{"name": name, "type": typ, "links": out_links.get((node["id"], slot), []),

@@ -166,4 +166,4 @@ def test_entries_are_plain_json_lines(tmp_path):
     path = tmp_path / "h.jsonl"
     History(path).append(recipe(), "x")
     data = json.loads(path.read_text().splitlines()[0])
-    assert set(data) == {"id", "time", "name", "recipe", "models", "origin"}
+    assert set(data) == {"id", "time", "name", "recipe", "models", "origin", "family"}

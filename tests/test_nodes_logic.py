@@ -97,3 +97,18 @@ def test_clip_keys_comfy_never_merges_are_skipped_and_xl_projection_is_not_merge
     name = keymap.clip_name("clip_g.transformer.text_projection.weight", "sdxl")
     assert name == "conditioner.embedders.1.model.text_projection"
     assert FAMILIES["sdxl"].block_of(name) is None  # SuperMerger never merges it (no weight/bias in the name)
+
+
+def test_checkpoint_panel_fields_win_over_the_chain_and_elemental_adds_up():
+    chain = params.include_exclude(params.elemental(params.block_weights(None, "", "", "GRAD_V"), "IN01::0.2"),
+                                   "exclude", "OUT11", "")
+    panel = params.panel(chain, "FLAT_25", "", "OUT03:attn2:0.5", "include", "BASE IN00", "attn1")
+    assert panel["weights_alpha"] == "FLAT_25" and panel["elemental"] == "IN01::0.2,OUT03:attn2:0.5"
+    assert panel["include_exclude"] == {"mode": "include", "blocks": ["BASE", "IN00"], "elements": ["attn1"]}
+    untouched = params.panel(chain)
+    assert untouched == chain
+    r = params.build_recipe("weight_sum", "normal", 0.3, params=panel, names=("a.safetensors", "b.safetensors", None),
+                            adjust=" 1,0,0,0,0,0,0,0 ")
+    assert r.adjust == "1,0,0,0,0,0,0,0" and r.model_a == "a.safetensors"
+    with pytest.raises(MergeError, match="NOPE"):
+        params.panel(None, "NOPE")

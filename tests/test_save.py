@@ -379,3 +379,47 @@ def test_automatic_name_of_an_add_difference_train_difference_merge(tmp_path):
                     mode="add_difference", calcmode="trainDifference", alpha=0.5)
     out = run_merge(recipe, tmp_path, SaveOptions(), base_dir=tmp_path, quiet=True)
     assert out.name == "A+_B-C_x0.5_trainDifference.safetensors"
+
+
+# Saving a state dict someone else holds (ComfyUI's model) and the checkpoint merge's VAE option ---------------
+def test_save_state_dict_precisions_and_options(tmp_path):
+    from merge_core.merge import save_state_dict
+
+    sd = small_sd1(1)
+    sd[POSITION_IDS] = torch.arange(77, dtype=torch.float32).reshape(1, 77)
+    for precision, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        out = tmp_path / f"{precision}.safetensors"
+        save_state_dict(sd, out, SaveOptions(precision=precision, reset_clip_ids=True), {"format": "pt", "x": "1"})
+        got = load_file(out)
+        assert got.keys() == sd.keys()
+        assert got[POSITION_IDS].dtype == torch.int64 and got[POSITION_IDS].tolist() == [list(range(77))]
+        assert got["alphas_cumprod"].dtype == torch.float32  # not a "model" key: kept as it is
+        for k, t in sd.items():
+            if "model" in k and k != POSITION_IDS:
+                assert got[k].dtype == dtype and torch.equal(got[k], t.to(dtype)), k
+        with safe_open(out, "pt") as f:
+            assert f.metadata() == {"format": "pt", "x": "1"}
+    pruned = tmp_path / "pruned.safetensors"
+    save_state_dict(sd, pruned, SaveOptions(prune=True))
+    assert "alphas_cumprod" not in load_file(pruned)
+    with pytest.raises(MergeError, match="exists"):
+        save_state_dict(sd, pruned, SaveOptions())
+    with pytest.raises(MergeError, match="precision"):
+        SaveOptions(precision="fp8")
+
+
+def test_keep_vae_keeps_a_s_vae_and_merges_the_rest():
+    from merge_core import DictSource, Inputs, make_plan, merge_to_dict
+    from merge_core.merge import keep_vae
+
+    a, b = small_sd1(1), small_sd1(2)
+    inputs = Inputs(DictSource(a, "A"), DictSource(b, "B"))
+    recipe = Recipe(model_a="A", model_b="B", alpha=0.5)
+    plan = keep_vae(make_plan(recipe, inputs))
+    out = merge_to_dict(recipe, inputs, plan=plan).tensors
+    assert [k for k in a if k.startswith("first_stage_model.")]
+    for k in a:
+        if k.startswith("first_stage_model."):
+            assert out[k] is a[k]
+        elif k.startswith(U) and a[k].is_floating_point():
+            assert not torch.equal(out[k], a[k]), k

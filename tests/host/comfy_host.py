@@ -147,31 +147,39 @@ def graph(merge_node: str = None, inputs: dict = None, a="mini_a", b="mini_b", c
         if text_out:
             g["recipe"] = {"class_type": "PreviewAny", "inputs": {"source": ["merge", 2]}}
     g.update(extra or {})
-    g.update({
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": "a red apple on a table"}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": "blurry"}},
-        "lat": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "ks": {"class_type": "KSampler", "inputs": {"model": model, "seed": seed, "steps": 4, "cfg": 7.0,
-                                                   "sampler_name": "euler", "scheduler": "normal",
-                                                   "positive": ["pos", 0], "negative": ["neg", 0],
-                                                   "latent_image": ["lat", 0], "denoise": 1.0}},
-        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["ckA", 2]}},
-        "save": {"class_type": "SaveImage", "inputs": {"images": ["dec", 0], "filename_prefix": uuid.uuid4().hex}},
-    })
+    g.update(sampler(model, clip, ["ckA", 2], seed))
     return g
 
 
-def launch(work: Path, checkpoints: dict, env: dict = None, tag: str = "") -> tuple:
-    """Start ComfyUI with this pack and `checkpoints` ({name: file}) supplied through an extra-paths file in
-    `work`, which is also its base directory (models, user data and saves stay there; the ComfyUI tree is
-    not touched). Returns (Host, process, seconds until it answered)."""
+def sampler(model, clip, vae, seed: int = 0, steps: int = 4) -> dict:
+    """The nodes after a model: prompts → KSampler 64×64 euler → VAEDecode → SaveImage (node ids pos, neg,
+    lat, ks, dec, save)."""
+    return {
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": "a red apple on a table"}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": "blurry"}},
+        "lat": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "ks": {"class_type": "KSampler", "inputs": {"model": model, "seed": seed, "steps": steps, "cfg": 7.0,
+                                                   "sampler_name": "euler", "scheduler": "normal",
+                                                   "positive": ["pos", 0], "negative": ["neg", 0],
+                                                   "latent_image": ["lat", 0], "denoise": 1.0}},
+        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": vae}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["dec", 0], "filename_prefix": uuid.uuid4().hex}},
+    }
+
+
+def launch(work: Path, checkpoints: dict, env: dict = None, tag: str = "", pack: Path = None,
+           extra_args=()) -> tuple:
+    """Start ComfyUI with this pack (or another copy of it, `pack`) and `checkpoints` ({name: file}) supplied
+    through an extra-paths file in `work`, which is also its base directory (models, user data and saves stay
+    there; the ComfyUI tree is not touched), plus `extra_args` for main.py. Returns (Host, process, seconds until
+    it answered)."""
     models = work / "models" / "checkpoints"
     if not models.exists():
         models.mkdir(parents=True)
         for name, path in checkpoints.items():
             (models / f"{name}.safetensors").symlink_to(path)
         (work / "custom_nodes").mkdir()
-        (work / "custom_nodes" / "comfyui-supermerger").symlink_to(ROOT)
+        (work / "custom_nodes" / "comfyui-supermerger").symlink_to(pack or ROOT)
         (work / "extra_model_paths.yaml").write_text(
             f"supermerger_tests:\n  base_path: {work}\n  checkpoints: models/checkpoints\n  custom_nodes: custom_nodes\n")
     port = _free_port()
@@ -181,7 +189,7 @@ def launch(work: Path, checkpoints: dict, env: dict = None, tag: str = "") -> tu
         proc = subprocess.Popen(
             [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
              "--disable-auto-launch", "--base-directory", str(work), "--output-directory", str(work / "output"), "--temp-directory",
-             str(work / "temp"), "--extra-model-paths-config", str(work / "extra_model_paths.yaml")],
+             str(work / "temp"), "--extra-model-paths-config", str(work / "extra_model_paths.yaml"), *extra_args],
             cwd=COMFY, stdout=f, stderr=subprocess.STDOUT, env=env)
     host = Host(f"http://127.0.0.1:{port}", work, log)
     try:
@@ -229,6 +237,8 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     links = {link[0]: link for link in workflow["links"]}
     prompt = {}
     for node in workflow["nodes"]:
+        if node.get("mode") == 2:  # muted: the editor leaves it out of the prompt
+            continue
         info = object_info[node["type"]]
         linked = {i["name"]: links[i["link"]] for i in node.get("inputs", []) if i.get("link") is not None}
         inputs = {name: [str(link[1]), link[2]] for name, link in linked.items()}

@@ -14,7 +14,8 @@ from merge_core.calcmodes import CALCMODES  # noqa: E402
 
 NODE_IDS = ["SuperMergerWeightSum", "SuperMergerAddDifference", "SuperMergerTripleSum", "SuperMergerSumTwice",
             "SuperMergerBlockWeights", "SuperMergerElemental", "SuperMergerIncludeExclude", "SuperMergerDiceRoll",
-            "SuperMergerAdjust", "SuperMergerAnalysis", "SuperMergerElements"]
+            "SuperMergerAdjust", "SuperMergerAnalysis", "SuperMergerElements", "SuperMergerCheckpointMerge",
+            "SuperMergerSave", "SuperMergerHistory"]
 MODE_OF = {"SuperMergerWeightSum": "weight_sum", "SuperMergerAddDifference": "add_difference",
            "SuperMergerTripleSum": "triple_sum", "SuperMergerSumTwice": "sum_twice"}
 
@@ -25,7 +26,8 @@ def test_pack_loads_without_import_errors_and_all_nodes_appear(host):
     assert not missing, missing
     ours = [line for line in host.log.read_text().splitlines() if "custom_nodes/comfyui-supermerger" in line]
     assert ours and not any("IMPORT FAILED" in line for line in ours), ours
-    for n in NODE_IDS:
+    for n in [n for n in info if n.startswith("SuperMerger")]:  # every node of the pack, not only these
+        assert (ROOT / "web" / "docs" / f"{n}.md").is_file(), f"{n} has no help page"
         assert info[n]["category"].startswith("SuperMerger/")
         for section in ("required", "optional"):
             for name, spec in info[n]["input"].get(section, {}).items():
@@ -134,8 +136,10 @@ def test_example_workflows_run_as_saved(host, name):
     for node in prompt.values():  # the same graph on the small test models, small and fast
         if node["class_type"] == "CheckpointLoaderSimple":
             node["inputs"]["ckpt_name"] = next(minis)
-        elif node["class_type"] == "SuperMergerElements":
+        elif node["class_type"] in ("SuperMergerElements", "SuperMergerMetadata"):
             node["inputs"]["ckpt_name"] = "mini_a.safetensors"
+        elif node["class_type"] == "SuperMergerCheckpointMerge":
+            node["inputs"].update(model_a="mini_a.safetensors", model_b="mini_b.safetensors")
         elif node["class_type"] == "EmptyLatentImage":
             node["inputs"].update(width=64, height=64)
         elif node["class_type"] == "KSampler":
@@ -145,8 +149,9 @@ def test_example_workflows_run_as_saved(host, name):
         assert host.image(entry).shape[0] > 200 and "OUT" in host.text(entry)
         return
     assert host.image(entry).shape == (64, 64, 3)
-    recipe_views = [nid for nid, node in prompt.items() if node["class_type"] == "PreviewAny"
-                    and prompt[node["inputs"]["source"][0]]["class_type"] in MODE_OF]
+    recipe_slot = {**{node_id: 2 for node_id in MODE_OF}, "SuperMergerCheckpointMerge": 3}
+    recipe_views = [nid for nid, node in prompt.items() if node["class_type"] == "PreviewAny" and
+                    recipe_slot.get(prompt[node["inputs"]["source"][0]]["class_type"]) == node["inputs"]["source"][1]]
     assert recipe_views
     for nid in recipe_views:
         Recipe.from_json(host.text(entry, nid))

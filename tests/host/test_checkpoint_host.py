@@ -1,0 +1,180 @@
+"""Checkpoint merge from files, Save, and the merge history, in a real ComfyUI (issue: checkpoint merge)."""
+import uuid
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from comfy_host import ExecutionFailed, sampler
+from merge_core import Recipe
+
+CKPT = "SuperMergerCheckpointMerge"
+
+
+def merge_inputs(**kw):
+    inputs = {"model_a": "mini_a.safetensors", "model_b": "mini_b.safetensors", "model_c": "(none)",
+              "mode": "weight_sum", "calcmode": "normal", "alpha": 0.5, "beta": 0.25, "gamma": 0.3,
+              "weights_alpha": "", "weights_beta": "", "elemental": "", "include_exclude": "off", "blocks": "",
+              "elements": "", "adjust": "", "use_old_calc": False, "merge_vae": True, "cache_models": 2}
+    inputs.update(kw)
+    return inputs
+
+
+def sample(model, clip, vae, extra: dict) -> dict:
+    """`extra` nodes, then a 64×64 4-step render of (model, clip, vae)."""
+    return {**extra, **sampler(model, clip, vae)}
+
+
+def merged(**kw) -> dict:
+    return sample(["m", 0], ["m", 1], ["m", 2], {"m": {"class_type": CKPT, "inputs": merge_inputs(**kw)},
+                                                 "info": {"class_type": "PreviewAny", "inputs": {"source": ["m", 4]}}})
+
+
+def loaded(name: str) -> dict:
+    return sample(["ck", 0], ["ck", 1], ["ck", 2],
+                  {"ck": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name}}})
+
+
+def save_node(source: str, filename: str, **kw) -> dict:
+    inputs = {"model": [source, 0], "clip": [source, 1], "vae": [source, 2], "filename": filename,
+              "destination": "checkpoints", "precision": "fp16", "prune": False, "save_metadata": True,
+              "reset_clip_ids": False, "overwrite": False, "recipe": [source, 3]}
+    inputs.update(kw)
+    return {"class_type": "SuperMergerSave", "inputs": inputs}
+
+
+def tensors(path) -> dict:
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+def test_alpha_0_renders_model_a_and_alpha_1_model_b(host):
+    a = host.image(host.run(loaded("mini_a.safetensors")))
+    b = host.image(host.run(loaded("mini_b.safetensors")))
+    assert not np.array_equal(a, b)
+    assert np.array_equal(host.image(host.run(merged(alpha=0.0))), a)
+    assert np.array_equal(host.image(host.run(merged(alpha=1.0))), b)
+
+
+def test_saved_merge_reloads_to_the_same_image(host):
+    """Merged in A's dtype (fp16 here), saved as fp16, loaded by core CheckpointLoaderSimple: same pixels."""
+    name = f"saved/{uuid.uuid4().hex[:8]}"
+    g = merged(alpha=0.3, calcmode="cosineA", weights_alpha="GRAD_V")
+    g["keep"] = save_node("m", name)
+    entry = host.run(g)
+    in_memory = host.image(entry, "save")
+    assert host.text(entry, "keep").startswith(f"saved checkpoints/{name}.safetensors")
+    reloaded = host.image(host.run(loaded(f"{name}.safetensors")))
+    assert np.array_equal(in_memory, reloaded)
+    sd, meta = tensors(host.work / "models" / "checkpoints" / f"{name}.safetensors")
+    assert {t.dtype for k, t in sd.items() if "model" in k and t.is_floating_point()} == {torch.float16}
+    recipe = Recipe.from_json(meta["supermerger_recipe"])
+    assert (recipe.calcmode, recipe.weights_alpha, recipe.model_a) == ("cosineA", "GRAD_V", "mini_a.safetensors")
+    assert "sd_merge_recipe" in meta and "sd_merge_models" in meta
+
+
+def test_history_minus_one_reproduces_the_last_merge_bit_for_bit(host):
+    tag = uuid.uuid4().hex[:8]
+    first = {"dice": {"class_type": "SuperMergerDiceRoll",
+                      "inputs": {"mode": "R", "seed": 4242, "alpha": True, "beta": False, "custom": "", "upper": "1",
+                                 "lower": "0", "clamp_upper": "", "clamp_lower": "", "round": 3,
+                                 "extend_xl": False}},
+             "m": {"class_type": CKPT, "inputs": merge_inputs(mode="add_difference", model_c="mini_c.safetensors",
+                                                              calcmode="trainDifference", elemental="IN01:attn2:0.2",
+                                                              adjust="0.5,0,0,0,0,0,0,0", weights=["dice", 0])},
+             "keep": save_node("m", f"{tag}_first", precision="fp32")}
+    host.run(first)
+    again = {"hist": {"class_type": "SuperMergerHistory",
+                      "inputs": {"id": -1, "search": "", "match": "and", "listing": 5}},
+             "m": {"class_type": CKPT, "inputs": merge_inputs(recipe=["hist", 0])},
+             "keep": save_node("m", f"{tag}_again", precision="fp32")}
+    host.run(again)
+    folder = host.work / "models" / "checkpoints"
+    one, meta_one = tensors(folder / f"{tag}_first.safetensors")
+    two, meta_two = tensors(folder / f"{tag}_again.safetensors")
+    assert one.keys() == two.keys()
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    assert meta_one["supermerger_recipe"] == meta_two["supermerger_recipe"]
+    recipe = Recipe.from_json(meta_two["supermerger_recipe"])
+    assert recipe.dice["mode"] == "R" and recipe.seed == 4242 and recipe.mode == "add_difference"
+    a = tensors(folder / "mini_a.safetensors")[0]
+    changed = [k for k in a if "diffusion_model" in k and not torch.equal(a[k].float(), one[k])]
+    assert changed  # a real merge, not a copy of A
+
+
+def test_history_search_finds_merges_and_names_its_id(host):
+    g = merged(alpha=0.25, calcmode="cosineB")
+    entry = host.run(g)
+    merge_id = int(host.text(entry, "info"))
+    find = {"hist": {"class_type": "SuperMergerHistory",
+                     "inputs": {"id": -1, "search": "cosineB mini_b", "match": "and", "listing": 5}},
+            "show": {"class_type": "PreviewAny", "inputs": {"source": ["hist", 1]}},
+            "recipe": {"class_type": "PreviewAny", "inputs": {"source": ["hist", 0]}}}
+    out = host.run(find)
+    assert int(host.text(out, "show")) == merge_id
+    assert Recipe.from_json(host.text(out, "recipe")).calcmode == "cosineB"
+
+
+@pytest.mark.parametrize("filename", ["../../x", "/tmp/x", "a/../../x", "C:/x"])
+def test_a_path_outside_the_folder_is_refused(host, filename):
+    g = merged(alpha=0.5)
+    g["keep"] = save_node("m", filename)
+    with pytest.raises(ExecutionFailed) as err:
+        host.run(g)
+    msg = err.value.info["exception_message"]
+    assert "SuperMergerSave" in msg and "filename" in msg and "Traceback" not in msg
+    assert not list(host.work.parent.glob("x.safetensors"))
+
+
+def test_an_existing_file_is_not_overwritten_without_the_flag(host):
+    name = f"keep_{uuid.uuid4().hex[:8]}"
+    g = merged(alpha=0.2)
+    g["keep"] = save_node("m", name)
+    host.run(g)
+    path = host.work / "models" / "checkpoints" / f"{name}.safetensors"
+    before = path.read_bytes()
+    g2 = merged(alpha=0.8)
+    g2["keep"] = save_node("m", name)
+    with pytest.raises(ExecutionFailed) as err:
+        host.run(g2)
+    assert "already exists" in err.value.info["exception_message"]
+    assert path.read_bytes() == before
+    g2["keep"] = save_node("m", name, overwrite=True)
+    host.run(g2)
+    assert path.read_bytes() != before
+
+
+def test_unknown_checkpoint_in_a_recipe_is_a_clear_error(host):
+    bad = Recipe(model_a="nope.safetensors", model_b="mini_b.safetensors").to_json()
+    g = {"txt": {"class_type": "PrimitiveStringMultiline", "inputs": {"value": bad}},
+         "m": {"class_type": CKPT, "inputs": merge_inputs(recipe=["txt", 0])},
+         "show": {"class_type": "PreviewAny", "inputs": {"source": ["m", 4]}}}
+    with pytest.raises(ExecutionFailed) as err:
+        host.run(g)
+    msg = err.value.info["exception_message"]
+    assert CKPT in msg and "nope.safetensors" in msg
+
+
+def test_images_carry_the_merge_id_and_recipe_in_png_info(host):
+    from PIL import Image
+
+    g = merged(alpha=0.35)
+    first = host.run(g)
+    plain, merge_id = host.image(first, "save"), int(host.text(first, "info"))
+    g["save"] = {"class_type": "SuperMergerSaveImage",
+                 "inputs": {"images": ["dec", 0], "filename_prefix": f"ids/{uuid.uuid4().hex}",
+                            "merge_id": ["m", 4], "recipe": ["m", 3], "draw_id": False}}
+    entry = host.run(g)  # the merge is cached: the same merge, the same ID
+    saved = entry["outputs"]["save"]["images"][0]
+    png = Image.open(host.work / "output" / saved["subfolder"] / saved["filename"])
+    assert int(png.text["supermerger_id"]) == merge_id
+    import json
+
+    assert Recipe.from_dict(json.loads(png.text["supermerger_recipe"])).alpha == 0.35
+    assert "prompt" in png.text  # ComfyUI's own PNG info is still there
+    assert np.array_equal(np.asarray(png.convert("RGB")), plain)
+    g["save"]["inputs"]["draw_id"] = True
+    drawn = host.image(host.run(g), "save")
+    changed = np.argwhere((drawn != plain).any(axis=-1))
+    assert len(changed) and changed[:, 0].max() < 32 and changed[:, 1].max() < 48  # only the top-left corner
