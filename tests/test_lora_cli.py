@@ -43,7 +43,7 @@ def test_merge_errors_are_one_line(folder, capsys):
     assert run("lora", "merge", "a:1,b:1", "--lora-dir", folder, "--out", folder / "x.safetensors") == 2
     assert "rank 2, an earlier LoRA has rank 4" in capsys.readouterr().err  # a is rank 4, b rank 2
     assert run("lora", "merge", "a:1,nope:1", "--lora-dir", folder) == 2
-    assert "LoRA nope: no such file" in capsys.readouterr().err
+    assert "LoRA nope: no LoRA named 'nope'" in capsys.readouterr().err
     assert run("lora", "merge", "a:1", "--lora-dir", folder, "--rank", "x") == 2
     assert "--rank" in capsys.readouterr().err
 

@@ -15,13 +15,15 @@ RANKS = "no, auto or a number"
 
 
 def resolve(name: str, lora_dir: Path) -> Path:
-    """A LoRA name → its file: as given, or with .safetensors/.pt/.ckpt added, in `lora_dir`."""
-    base = Path(name) if Path(name).is_absolute() else lora_dir / name
-    for candidate in (base, *(base.with_name(base.name + s) for s in (".safetensors", ".pt", ".ckpt"))):
-        if candidate.is_file():
-            return candidate
-    raise MergeError(f"LoRA {name}", f"no such file in {lora_dir} (tried {base.name} with and without "
-                                     ".safetensors/.pt/.ckpt)")
+    """A LoRA name → its file: a path that exists as given, else a file in `lora_dir` (or below it) found by
+    name, with or without its suffix."""
+    from .files import LORA_SUFFIXES, find_lora
+
+    if Path(name).is_file():
+        return Path(name)
+    available = sorted(str(p.relative_to(lora_dir)) for p in lora_dir.rglob("*")
+                       if p.suffix.lower() in LORA_SUFFIXES and p.is_file())
+    return lora_dir / find_lora(name, available, f"LoRA {name}")
 
 
 @contextmanager

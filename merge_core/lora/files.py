@@ -254,3 +254,35 @@ def save_lora(tensors: dict, path, metadata: Optional[dict] = None, overwrite: b
         for k, t in tensors.items():
             w.write(k, t)
     return Path(path)
+
+
+# Finding a LoRA by the name a list gives ---------------------------------------------------------
+
+LORA_SUFFIXES = (".safetensors", ".sft", ".pt", ".ckpt", ".pth", ".bin")
+
+
+def find_lora(name: str, available: list, where: str = "loras") -> str:
+    """The entry of `available` (paths relative to a LoRA folder) that `name` means: the same path, else the
+    path without its suffix (a .safetensors file first), else a file name without suffix only one file has."""
+    name = name.strip().replace("\\", "/")
+    if name in available:
+        return name
+    by_path, by_name = {}, {}
+    for rel in available:
+        norm = rel.replace("\\", "/")
+        suffix = Path(norm).suffix.lower()
+        base = norm[: -len(suffix)] if suffix in LORA_SUFFIXES else norm
+        by_path.setdefault(base, []).append((LORA_SUFFIXES.index(suffix) if suffix in LORA_SUFFIXES else 99, rel))
+        by_name.setdefault(Path(base).name, []).append(rel)
+    if name in by_path:
+        return min(by_path[name])[1]
+    found = sorted(set(by_name.get(name, [])))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise MergeError(where, f"'{name}' matches several LoRAs ({', '.join(found)}); write the folder too")
+    import difflib
+
+    close = difflib.get_close_matches(name, list(by_path) + list(by_name), n=3)
+    hint = f"; did you mean {' or '.join(dict.fromkeys(close))}?" if close else ""
+    raise MergeError(where, f"no LoRA named '{name}' in the loras folder{hint}")
