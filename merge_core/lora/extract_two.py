@@ -98,6 +98,7 @@ def extract_two_to_file(inputs: list, out_path, alpha: float, beta: float, gamma
                         same_to_strength: bool = False, metadata_mode: str = "create new", precision: str = "fp16",
                         overwrite: bool = False, cancel: Optional[Callable] = None, where: str = "loras"):
     """Write the §13.6 LoRA of two (LoraFile, LoraEntry) with the §13.10 metadata. Returns (path, Merged)."""
+    check_parameters(alpha, beta, gamma)
     out_path = Path(out_path)
     dtype = precision_dtype(precision, "save precision")
     if metadata_mode not in meta.MODES:
