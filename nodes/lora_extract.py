@@ -1,4 +1,237 @@
-"""LoRA extraction nodes (SPEC §13.6, §13.9)."""
+"""LoRA extraction nodes (SPEC §13.9, §13.6): a LoRA file from two in-graph models, or from two LoRA files.
+
+`SuperMergerLoraExtract` reads the models' effective weights (their own patches applied) through
+`patching.source`, names text-encoder modules by ComfyUI's own LoRA key map (so they load back into the same
+CLIP), and writes the LoRA into the loras folder while showing progress and stopping on Interrupt. All maths
+is in merge_core.lora.extract / extract_two.
+"""
 from __future__ import annotations
 
-NODES: list = []
+from importlib import import_module
+from pathlib import Path
+
+from comfy_api.v0_0_2 import io
+
+from . import keymap, params, patching
+from ._engine import merge_core
+
+for _module in ("extract", "extract_two", "files", "merge", "metadata", "syntax"):
+    import_module(f"{merge_core.__name__}.lora.{_module}")
+
+MergeError = merge_core.MergeError
+CATEGORY = "SuperMerger/lora"
+PRECISIONS = ["fp16", "bf16", "float"]
+# The kohya prefix ComfyUI's key map offers for each text encoder of a family (it lists aliases too).
+TE_PREFIXES = {"sd1": ("lora_te_",), "sd2": ("lora_te_",), "sdxl": ("lora_te1_", "lora_te2_")}
+
+
+def output_path(node: str, filename: str, default: str) -> tuple:
+    """(folder, file) for a new LoRA in the first loras folder; names that leave the folder are refused."""
+    import folder_paths
+
+    folder = Path(folder_paths.get_folder_paths("loras")[0]).resolve()
+    name = (filename or "").strip() or default
+    if not name.endswith(".safetensors"):
+        name += ".safetensors"
+    out = (folder / name).resolve()
+    if folder not in out.parents or not out.parent.is_dir():
+        raise MergeError(f"{node}: filename", f"'{filename}' must be a file name inside the loras folder (an "
+                                              "existing subfolder may be given, nothing outside)")
+    return folder, out
+
+
+def _te_modules(clip, family: str) -> dict:
+    """ComfyUI CLIP key → kohya module name, from ComfyUI's own LoRA key map."""
+    import comfy.lora
+
+    prefixes = TE_PREFIXES.get(family, ())
+    out = {}
+    for module, key in comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}).items():
+        if module.startswith(prefixes) and "_text_model_encoder_layers_" in module:
+            out.setdefault(key, module)
+    return out
+
+
+def _progress_and_cancel(total_hint: int = 1):
+    import comfy.model_management as mm
+    import comfy.utils
+
+    bar = comfy.utils.ProgressBar(total_hint)
+    return (lambda done, total, _phase: bar.update_absolute(done, total)), mm.processing_interrupted
+
+
+def extract_from_models(node: str, model_a, model_b, clip_a, clip_b, options, filename: str,
+                        overwrite: bool) -> str:
+    """Write the LoRA α·A − β·B into the loras folder; returns its name there."""
+    import comfy.model_base
+    import comfy.model_management as mm
+
+    if (clip_a is None) != (clip_b is None):
+        raise MergeError(f"{node}: clip inputs", "connect clip_a and clip_b together (the text encoder is "
+                                                 "extracted from both), or neither")
+    a = patching.source("model A", model_a, clip_a)
+    b = patching.source("model B", model_b, clip_b, a.family)
+    te = _te_modules(clip_a, a.family.name) if clip_a is not None else {}
+
+    def module_of(key):
+        return te.get(a.comfy_key(key)) if not key.startswith(keymap.UNET[1]) else None
+
+    v_prediction = model_a.model.model_type == comfy.model_base.ModelType.V_PREDICTION
+    options = merge_core.lora.extract.ExtractOptions(**{**options, "v_prediction": v_prediction})
+    folder, out = output_path(node, filename, "lora_extract")
+    progress, cancel = _progress_and_cancel()
+    try:
+        merge_core.lora.extract.extract_lora(a, b, options, out, overwrite, family=a.family,
+                                             module_of=module_of if te else None, progress=progress,
+                                             cancel=cancel)
+    except merge_core.MergeInterrupted:
+        mm.throw_exception_if_processing_interrupted()
+        raise
+    return out.relative_to(folder).as_posix()
+
+
+def extract_from_loras(node: str, loras: list, alpha: float, beta: float, gamma: float, same_to_strength: bool,
+                       precision: str, filename: str, overwrite: bool) -> str:
+    """`loras`: [(name in the loras folder, strength, blocks text)] × 2. Returns the new file's name."""
+    import comfy.model_management as mm
+    import folder_paths
+
+    lora = merge_core.lora
+    presets = lora.syntax.lora_presets()
+    inputs, stems = [], []
+    try:
+        for i, (name, strength, blocks) in enumerate(loras, 1):
+            where = f"{node}: lora_{i}"
+            path = folder_paths.get_full_path("loras", name)
+            if path is None:
+                raise MergeError(where, f"'{name}' is not in the loras folder")
+            fields = [Path(name).stem, format(float(strength), "g")]
+            fields += [b.strip() for b in blocks.split(",")] if blocks.strip() else []
+            entry = lora.syntax.parse_entry(fields, presets, f"{where} blocks")
+            inputs.append((lora.files.LoraFile.open(path, entry.name), entry))
+            stems.append(f"{entry.name}:{entry.ratio_text}")
+        folder, out = output_path(node, filename, lora.merge.default_name(",".join(stems)))
+        _progress, cancel = _progress_and_cancel()
+        lora.extract_two.extract_two_to_file(inputs, out, alpha, beta, gamma, same_to_strength, "create new",
+                                             precision, overwrite, cancel, f"{node}: loras")
+    except merge_core.MergeInterrupted:
+        mm.throw_exception_if_processing_interrupted()
+        raise
+    finally:
+        for f, _ in inputs:
+            f.close()
+    return out.relative_to(folder).as_posix()
+
+
+def _outputs(name: str) -> io.NodeOutput:
+    return io.NodeOutput(name, f"{name[:-len('.safetensors')]}:1")
+
+
+OUTPUTS = [io.String.Output(display_name="lora_name", tooltip="The new file's name in the loras folder."),
+           io.String.Output(display_name="lora_list", tooltip="'name:1' for a LoRA to Model node.")]
+SAVE_TIPS = {
+    "save_precision": "dtype of the saved tensors (fp16, as SuperMerger).",
+    "overwrite": "Replace a file of that name (otherwise an existing file is an error and is kept).",
+}
+
+
+class SuperMergerLoraExtract(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SuperMergerLoraExtract", display_name="Extract LoRA from Models (SuperMerger)",
+            category=CATEGORY,
+            description="Make a LoRA of α·A − β·B (SuperMerger's 'Make LoRA'): every transformer linear and 1×1 "
+                        "conv (optionally the 3×3 convs) of the difference is reduced to a rank by a fast "
+                        "truncated SVD; the text encoder is included when it changed. Applied to B at strength 1 "
+                        "it turns B towards A.",
+            inputs=[io.Model.Input("model_a", tooltip="Model A, the tuned model (its effective weights, patches "
+                                                      "applied)."),
+                    io.Model.Input("model_b", tooltip="Model B, the original model the LoRA is meant for."),
+                    io.Float.Input("alpha", default=1.0, min=-1.0, max=2.0, step=0.01, tooltip="Weight of model A."),
+                    io.Float.Input("beta", default=1.0, min=-1.0, max=2.0, step=0.01, tooltip="Weight of model B."),
+                    io.Int.Input("rank", default=128, min=1, max=1024,
+                                 tooltip="LoRA rank (dimension); a layer smaller than it gets its full rank."),
+                    io.Int.Input("conv_rank", default=0, min=0, max=1024,
+                                 tooltip="0: transformer linears and 1×1 convs only (kohya's and SuperMerger's "
+                                         "default). N: also the 3×3 convs of ResBlocks, down- and upsamplers at "
+                                         "rank N (a LoCon)."),
+                    io.Boolean.Input("clamp", default=True,
+                                     tooltip="Clamp both factors at the 0.99 quantile of their values, as kohya and "
+                                             "SuperMerger do. It trims outliers but distorts large differences; off "
+                                             "keeps the best rank-r approximation as it is."),
+                    io.Combo.Input("save_precision", options=PRECISIONS, default="fp16",
+                                   tooltip=SAVE_TIPS["save_precision"]),
+                    io.String.Input("filename", default="lora_extract",
+                                    tooltip="File name in the loras folder (.safetensors is added)."),
+                    io.Boolean.Input("overwrite", default=False, tooltip=SAVE_TIPS["overwrite"]),
+                    io.Clip.Input("clip_a", optional=True, tooltip="CLIP of model A: its text encoder is extracted "
+                                                                   "too when it differs from B's by more than 0.1."),
+                    io.Clip.Input("clip_b", optional=True, tooltip="CLIP of model B.")],
+            outputs=OUTPUTS, is_output_node=True)
+
+    @classmethod
+    def execute(cls, model_a, model_b, alpha, beta, rank, conv_rank, clamp, save_precision, filename, overwrite,
+                clip_a=None, clip_b=None) -> io.NodeOutput:
+        node = "SuperMergerLoraExtract"
+        try:
+            options = {"rank": rank, "conv_rank": conv_rank, "alpha": alpha, "beta": beta,
+                       "clamp": merge_core.lora.extract.CLAMP_QUANTILE if clamp else None,
+                       "save_dtype": merge_core.lora.files.precision_dtype(save_precision, "save_precision")}
+            name = extract_from_models(node, model_a, model_b, clip_a, clip_b, options, filename, overwrite)
+        except MergeError as e:
+            raise params.node_error(node, e) from None
+        return _outputs(name)
+
+
+class SuperMergerLoraExtractTwo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        import folder_paths
+
+        loras = folder_paths.get_filename_list("loras")
+        blocks_tip = ("Optional block weights for this LoRA: a LoRA block preset (scaled by the strength) or "
+                      "12/17/20/26 numbers used as they are. Empty: the strength for every block.")
+        return io.Schema(
+            node_id="SuperMergerLoraExtractTwo", display_name="Extract LoRA from two LoRAs (SuperMerger)",
+            category=CATEGORY,
+            description="SuperMerger's 'Extract from two LoRAs': each LoRA is merged alone (its strength acts "
+                        "squared), then every factor becomes lerp(a, b, α)·lerp(d, 1−d, β) with "
+                        "d = ((cos(a, b) + 1)/2)^γ. The LoRAs must have the same modules and ranks.",
+            inputs=[io.Combo.Input("lora_1", options=loras, tooltip="The first LoRA (a); the result keeps its "
+                                                                    "alphas."),
+                    io.Float.Input("strength_1", default=1.0, min=-2.0, max=2.0, step=0.01,
+                                   tooltip="Ratio of the first LoRA (acts as r², or r with same_to_strength)."),
+                    io.String.Input("blocks_1", default="", tooltip=blocks_tip),
+                    io.Combo.Input("lora_2", options=loras, tooltip="The second LoRA (b)."),
+                    io.Float.Input("strength_2", default=1.0, min=-2.0, max=2.0, step=0.01,
+                                   tooltip="Ratio of the second LoRA."),
+                    io.String.Input("blocks_2", default="", tooltip=blocks_tip),
+                    io.Float.Input("alpha", default=1.0, min=0.0, max=1.0, step=0.01,
+                                   tooltip="0: the first LoRA's factors … 1: the second's."),
+                    io.Float.Input("beta", default=1.0, min=0.0, max=1.0, step=0.01,
+                                   tooltip="0: keep what the two LoRAs share … 1: keep what they do not."),
+                    io.Float.Input("gamma", default=1.0, min=0.0, max=20.0, step=0.01,
+                                   tooltip="Smoothness: higher values make the shared/different choice sharper."),
+                    io.Boolean.Input("same_to_strength", default=False,
+                                     tooltip="A strength acts like the LoRA strength (r, sign kept) instead of r²."),
+                    io.Combo.Input("save_precision", options=PRECISIONS, default="fp16",
+                                   tooltip=SAVE_TIPS["save_precision"]),
+                    io.String.Input("filename", default="", tooltip="File name in the loras folder (empty: "
+                                                                    "<lora_1>_<strength>+<lora_2>_<strength>)."),
+                    io.Boolean.Input("overwrite", default=False, tooltip=SAVE_TIPS["overwrite"])],
+            outputs=OUTPUTS, is_output_node=True)
+
+    @classmethod
+    def execute(cls, lora_1, strength_1, blocks_1, lora_2, strength_2, blocks_2, alpha, beta, gamma,
+                same_to_strength, save_precision, filename, overwrite) -> io.NodeOutput:
+        node = "SuperMergerLoraExtractTwo"
+        try:
+            name = extract_from_loras(node, [(lora_1, strength_1, blocks_1), (lora_2, strength_2, blocks_2)],
+                                      alpha, beta, gamma, same_to_strength, save_precision, filename, overwrite)
+        except MergeError as e:
+            raise params.node_error(node, e) from None
+        return _outputs(name)
+
+
+NODES: list = [SuperMergerLoraExtract, SuperMergerLoraExtractTwo]

@@ -168,6 +168,7 @@ def _delta(target: Target, a, b, options: ExtractOptions) -> torch.Tensor:
     return options.alpha * target.weight(a).float() - options.beta * target.weight(b).float()
 
 
+@torch.no_grad()
 def text_encoder_change(targets: list, a, b, options: ExtractOptions, cancel=None) -> float:
     """The largest |ΔW| over the text encoder's modules, stopping at the first above the threshold."""
     largest = 0.0
@@ -207,6 +208,7 @@ def _workers(options: ExtractOptions) -> int:
 
 def _factorised(targets: list, a, b, options: ExtractOptions, cancel) -> "iter":
     """(target, up, down) for every target, in order; up to `workers` layers are factorised at once."""
+    @torch.no_grad()  # in-graph weights are parameters that require grad; no graph is wanted (per thread)
     def one(t: Target):
         shape = t.shape(a)
         up, down = factors(_delta(t, a, b, options), rank_of(t, shape, options), options.clamp)
