@@ -146,8 +146,8 @@ class SuperMergerHistory(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SuperMergerHistory", display_name="Merge History (SuperMerger)", category=f"{CATEGORY}/checkpoint",
-            description="Any earlier merge by its ID (−1 = the last, −2 = the one before), or found by words; its "
-                        "recipe feeds Checkpoint Merge to run it again exactly.",
+            description="Any earlier merge by its ID (−1 = the last listed, −2 = the one before), or found by "
+                        "words; its recipe feeds Checkpoint Merge to run it again exactly.",
             inputs=[io.Int.Input("id", default=-1, min=-1000000, max=1000000,
                                  tooltip="Merge ID; −1 = the last merge, −2 = the one before (among the search "
                                          "matches when searching)."),
@@ -155,7 +155,10 @@ class SuperMergerHistory(io.ComfyNode):
                                                                   "weights…); empty = all merges."),
                     io.Combo.Input("match", options=["and", "or"], default="and",
                                    tooltip="and: every word must match; or: any word."),
-                    io.Int.Input("listing", default=20, min=1, max=1000, tooltip="How many merges to list.")],
+                    io.Int.Input("listing", default=20, min=1, max=1000, tooltip="How many merges to list."),
+                    io.Boolean.Input("files_only", default=True, optional=True,
+                                     tooltip="List only merges of checkpoint files (Checkpoint Merge, command line), "
+                                             "which Checkpoint Merge can run again; off: in-graph merges too.")],
             outputs=[io.String.Output(display_name="recipe", tooltip="The chosen merge's recipe JSON."),
                      io.Int.Output(display_name="merge_id"),
                      io.String.Output(display_name="listing", tooltip="The matching merges, newest first.")])
@@ -165,21 +168,24 @@ class SuperMergerHistory(io.ComfyNode):
         return checkpoints.history_stamp()
 
     @classmethod
-    def execute(cls, id, search, match, listing) -> io.NodeOutput:
+    def execute(cls, id, search, match, listing, files_only=True) -> io.NodeOutput:
         node = "SuperMergerHistory"
-        hist = checkpoints.history()
         try:
-            found = hist.search(search, match)
-            if search.strip():
-                if not found:
-                    raise params.MergeError("search", f"no merge matches '{search}'")
-                entry = found[-id - 1] if id < 0 and -id <= len(found) else None
-                if entry is None:
-                    entry = next((e for e in found if e.id == id), None)
-                if entry is None:
-                    raise params.MergeError("id", f"{id} is not among the {len(found)} matches")
+            found = checkpoints.history().search(search, match)  # newest first
+            if files_only:
+                found = [e for e in found if e.origin != "in-graph"]
+            if not found:
+                what = f"matches '{search}'" if search.strip() else "has been recorded yet"
+                raise params.MergeError("search" if search.strip() else "id",
+                                        f"no {'checkpoint ' if files_only else ''}merge {what}")
+            if id < 0:
+                if -id > len(found):
+                    raise params.MergeError("id", f"{id} goes back further than the {len(found)} merges listed")
+                entry = found[-id - 1]
             else:
-                entry = hist.get(id)
+                entry = next((e for e in found if e.id == id), None)
+                if entry is None:
+                    raise params.MergeError("id", f"no merge with ID {id} among the {len(found)} listed")
         except params.MergeError as e:
             raise params.node_error(node, e) from None
         text = params.merge_core.history.table(found[:listing])

@@ -1,12 +1,13 @@
-"""ComfyUI glue for merging checkpoint files: inputs streamed from memory-mapped files, the merged state dict
-handed to ComfyUI's own checkpoint loader, a bounded cache of inputs for repeated merges, and the history.
+"""ComfyUI glue for merging checkpoint files: inputs streamed from memory-mapped files into a model built by
+ComfyUI's own checkpoint loader, a bounded cache of inputs for repeated merges, and the history.
 
-Memory: the executor writes each merged tensor in model A's dtype into one dict (unchanged keys are views of
-A's file, not copies), and ComfyUI's loader moves the U-Net weights out of that dict as it builds the model.
-So a merge peaks near one ordinary checkpoint load, whatever the number of inputs.
+Memory: ComfyUI's own loader builds model A from A's memory-mapped file (no second copy of A), then each
+merged tensor, computed in A's dtype as SuperMerger does, is copied into that model's weights key by key. So
+a merge needs the memory of one loaded model plus a few tensors, whatever the number of inputs.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -15,6 +16,7 @@ import comfy.model_management as mm
 import comfy.sd
 import comfy.utils
 import folder_paths
+import torch
 
 from ._engine import merge_core
 
@@ -59,23 +61,17 @@ class InputCache:
         st = path.stat()
         return (str(path), st.st_size, st.st_mtime_ns)
 
-    def names(self) -> list:
-        return [Path(k[0]).name for k in self._items]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
     def open(self, path: Path, role: str, n: int, cancel):
-        """A source for `path`: the cached copy, a new cached copy, or the memory-mapped file."""
+        """(source, owned by the caller, where it came from): the cached copy, a new cached copy, or the
+        memory-mapped file (which the caller closes)."""
         key = self._key(path)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
-                return self._items[key], False
+                return self._items[key], False, "from the cache"
         src = merge_core.open_model(path, path.name)
         if ROLES.index(role) >= n or not self._room_for(path.stat().st_size):
-            return src, True
+            return src, True, "from its file"
         try:
             held = {}
             for k in src.keys():
@@ -90,14 +86,14 @@ class InputCache:
         cached.path = path
         with self._lock:
             self._items[key] = cached
+        self.trim(n)
+        return cached, False, "from its file (now cached)"
+
+    def trim(self, n: int) -> None:
+        """Keep the `n` most recently used inputs."""
+        with self._lock:
             while len(self._items) > max(n, 0):
                 self._items.popitem(last=False)
-        return cached, False
-
-    def trim(self, n: int, keep: set) -> None:
-        with self._lock:
-            for key in [k for k in self._items if k[0] not in keep][: max(0, len(self._items) - n)]:
-                del self._items[key]
 
     @staticmethod
     def _room_for(size: int) -> bool:
@@ -124,6 +120,59 @@ def _cancel():
     return mm.processing_interrupted()
 
 
+def _load(node: str, a):
+    """Model A as ComfyUI's own loader builds it, fed from A's source (memory-mapped file pages or the cache),
+    so A is never read into a second copy."""
+    sd = {k: a.get(k) for k in a.keys()}
+    out = comfy.sd.load_state_dict_guess_config(sd, output_vae=True, output_clip=True,
+                                                embedding_directory=folder_paths.get_folder_paths("embeddings"),
+                                                metadata=a.metadata() or None)
+    del sd
+    for k in a.keys():
+        a.release(k)  # the model holds its own copy now; A's file pages go back to the page cache
+    if out is None or out[0] is None:
+        raise MergeError(f"{node}: model_a", "ComfyUI does not recognise this checkpoint")
+    return out[0], out[1], out[2]
+
+
+class _Into:
+    """Writes merged tensors into the freshly loaded model A, which no one else holds: U-Net and VAE weights
+    are copied into their parameters key by key (so no merged copy of the model ever exists); text-encoder
+    weights, whose names ComfyUI converts, go through ComfyUI's own CLIP conversion once at the end."""
+
+    UNET, VAE = "model.diffusion_model.", "first_stage_model."
+
+    def __init__(self, model, clip, vae):
+        self.model, self.clip, self.vae = model, clip, vae
+        self.params = {self.UNET + n: p for n, p in model.model.diffusion_model.state_dict(keep_vars=True).items()}
+        if vae is not None:
+            self.params.update({self.VAE + n: p for n, p in vae.first_stage_model.state_dict(keep_vars=True).items()})
+        self.unet_rest, self.vae_rest, self.text = {}, {}, {}
+
+    def write(self, step, tensor):
+        key = step.key
+        target = self.params.get(key)
+        if target is not None and tuple(target.shape) == tuple(tensor.shape):
+            with torch.no_grad():
+                target.copy_(tensor)
+        elif key.startswith(self.UNET):
+            self.unet_rest[key[len(self.UNET):]] = tensor  # a name ComfyUI converts for this model type
+        elif key.startswith(self.VAE):
+            self.vae_rest[key[len(self.VAE):]] = tensor
+        else:
+            self.text[key] = tensor
+
+    def finish(self):
+        mc = self.model.model.model_config
+        if self.unet_rest:
+            unet = self.model.model.diffusion_model
+            unet.load_state_dict(mc.process_unet_state_dict(self.unet_rest), strict=False)
+        if self.vae_rest and self.vae is not None:
+            self.vae.first_stage_model.load_state_dict(mc.process_vae_state_dict(self.vae_rest), strict=False)
+        if self.text and self.clip is not None:
+            self.clip.load_sd(mc.process_clip_state_dict(self.text), full_model=True)
+
+
 def merge(node: str, recipe, merge_vae: bool, cache_models: int):
     """Merge the checkpoints `recipe` names; returns (model, clip, vae, plan, history entry)."""
     paths = {"a": checkpoint_path(recipe.model_a, f"{node}: model_a"),
@@ -131,13 +180,14 @@ def merge(node: str, recipe, merge_vae: bool, cache_models: int):
     if recipe.model_c and merge_core.plan.uses_model_c(recipe):
         paths["c"] = checkpoint_path(recipe.model_c, f"{node}: model_c")
     if cache_models <= 0:
-        CACHE.clear()
+        CACHE.trim(0)
     opened = {}
     bar = comfy.utils.ProgressBar(1)
     progress = lambda done, total, _phase: bar.update_absolute(done, total)  # noqa: E731
     try:
         for role, path in paths.items():
             opened[role] = CACHE.open(path, role, cache_models, _cancel)
+            logging.info("SuperMerger: model %s %s %s", role.upper(), path.name, opened[role][2])
         inputs = merge_core.Inputs(*(opened[r][0] if r in opened else None for r in ROLES))
         try:
             plan = merge_core.make_plan(recipe, inputs)
@@ -145,23 +195,19 @@ def merge(node: str, recipe, merge_vae: bool, cache_models: int):
             raise e.at(f"{node}:") from None
         if not merge_vae:
             plan = merge_core.merge.keep_vae(plan)
-        result = merge_core.merge_to_dict(recipe, inputs, plan=plan, progress=progress, cancel=_cancel)
-        sd = result.tensors
-        del result
-        embeddings = folder_paths.get_folder_paths("embeddings")
-        out = comfy.sd.load_state_dict_guess_config(sd, output_vae=True, output_clip=True,
-                                                    embedding_directory=embeddings)
-        del sd
-        if out is None or out[0] is None:
-            raise MergeError(node, "ComfyUI could not build a model from the merged weights")
+        model, clip, vae = _load(node, inputs.a)
+        into = _Into(model, clip, vae)
+        changes = plan.replaced([s for s in plan.steps if s.action != merge_core.plan.KEEP or s.adjust is not None])
+        merge_core.run_plan(changes, inputs, into.write, progress=progress, cancel=_cancel)
+        into.finish()
         entry = merge_core.history.record(history(), plan, inputs, merge_core.merge.display_name(plan), "node",
                                           absolute_paths=False)
-        return out[0], out[1], out[2], plan, entry
+        return model, clip, vae, plan, entry
     except merge_core.MergeInterrupted:
         mm.throw_exception_if_processing_interrupted()
         raise
     finally:
-        for src, owned in opened.values():
+        for src, owned, _origin in opened.values():
             if owned:
                 src.close()
-        CACHE.trim(cache_models, {str(p) for p in paths.values()})
+        CACHE.trim(cache_models)

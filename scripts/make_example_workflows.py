@@ -144,7 +144,7 @@ GRAPHS = {
         "title": "SuperMerger: run the last merge again from the history (ID -1), bit for bit; the block weights "
                  "of earlier merges; a model's metadata",
         "nodes": [
-            (1, "SuperMergerHistory", [-1, "", "and", 20], {}),
+            (1, "SuperMergerHistory", [-1, "", "and", 20, True], {}),
             (2, "PreviewAny", [], {"source": (1, 2)}),
             checkpoint_merge(3, "model_a.safetensors", "model_b.safetensors", inputs={"recipe": (1, 0)}),
             (4, "PreviewAny", [], {"source": (3, 3)}),

@@ -178,3 +178,42 @@ def test_images_carry_the_merge_id_and_recipe_in_png_info(host):
     drawn = host.image(host.run(g), "save")
     changed = np.argwhere((drawn != plain).any(axis=-1))
     assert len(changed) and changed[:, 0].max() < 32 and changed[:, 1].max() < 48  # only the top-left corner
+
+
+def test_inputs_are_cached_between_runs_and_cache_0_clears(host):
+    """SPEC §12: with cache_models 2, A and B are read from their files once; later merges (a slider moved)
+    take them from RAM and give the same result as an uncached merge."""
+    def run(**kw):
+        start = len(host.log.read_text())
+        entry = host.run(merged(**kw))
+        lines = [line for line in host.log.read_text()[start:].splitlines() if "SuperMerger: model" in line]
+        return host.image(entry, "save"), lines
+
+    _, lines = run(alpha=0.11, cache_models=0)
+    assert len(lines) == 2 and all(line.endswith("from its file") for line in lines), lines
+    _, lines = run(alpha=0.12, cache_models=2)
+    assert all(line.endswith("from its file (now cached)") for line in lines), lines
+    cached_image, lines = run(alpha=0.13, cache_models=2)
+    assert len(lines) == 2 and all(line.endswith("from the cache") for line in lines), lines
+    fresh_image, lines = run(alpha=0.13, cache_models=0)
+    assert all(line.endswith("from its file") for line in lines), lines
+    assert np.array_equal(cached_image, fresh_image)
+
+
+def test_history_lists_checkpoint_merges_unless_asked_for_in_graph_ones(host):
+    from comfy_host import graph
+
+    ckpt = int(host.text(host.run(merged(alpha=0.61)), "info"))
+    host.run(graph("SuperMergerWeightSum", {"alpha": 0.62}))  # recorded, but its models have no file
+
+    def last(files_only):
+        out = host.run({"hist": {"class_type": "SuperMergerHistory",
+                                 "inputs": {"id": -1, "search": "", "match": "and", "listing": 3,
+                                            "files_only": files_only}},
+                        "show": {"class_type": "PreviewAny", "inputs": {"source": ["hist", 0]}}})
+        return Recipe.from_json(host.text(out, "show"))
+
+    assert last(True).alpha == 0.61 and last(True).model_a == "mini_a.safetensors"
+    newest = last(False)
+    assert newest.alpha == 0.62 and newest.model_a == "model A"
+    assert ckpt > 0
