@@ -19,8 +19,8 @@ from .errors import MergeError
 from .executor import Inputs, run_plan
 from .hashing import legacy_hash, sha256
 from .naming import merge_name
-from .plan import (CLIP_POSITION_IDS, FROM_B, KEEP, FROM_VAE, RESET_IDS, ModelInfo, Plan, Step, adjust_plan, build_plan,
-                   detect_family, uses_model_c)
+from .plan import (CLIP_POSITION_IDS, FROM_B, FROM_VAE, KEEP, RESET_IDS, ModelInfo, Plan, Step, adjust_plan,
+                   build_plan, detect_family, uses_model_c)
 from .recipe import Recipe
 from .sources import DictSource, open_model
 from .writer import SafetensorsWriter

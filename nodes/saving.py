@@ -34,8 +34,7 @@ def _plan_for(recipe):
             try:
                 paths[field] = str(checkpoint_path(name, field))
             except MergeError:
-                if field != "model_c":
-                    return None, None
+                return None, None
     inputs = merge_core.open_inputs(recipe.replace(**paths))
     try:
         return merge_core.make_plan(recipe, inputs), inputs
