@@ -51,14 +51,113 @@ def release_scratch() -> None:
     _local.bufs = None
 
 
+# Why the pre-pass does not simply call normalize() and cosine_similarity(): ATen computes a norm along dim 0
+# one output column at a time through a generic scalar loop, and cosineA takes four such norms of the whole
+# model (two in normalize, two inside cosine_similarity), each with a full-size temporary after it. That was
+# most of the pre-pass's time. The arithmetic of those norms is a plain float32 running sum of squares down
+# each column, then a correctly rounded square root; numpy's add.reduce along axis 0 of a C-contiguous array
+# adds the rows in exactly that order, vectorised across columns. So below, the same operations give the same
+# bits (tests/test_cosine_speed_equivalence.py holds them to a frozen copy of the plain-torch code): rows go
+# through in cache-sized blocks, each block divided, squared and summed while it is in cache, the running sum
+# carried in as the block's first row. What stays with torch is what depends on its own order of summation:
+# the whole-tensor norms and dot product of the magnitude term and the column sum of cosine_similarity.
+
+_BLOCK = 1 << 16  # float32 values per block of rows: 256 KB, stays in the L2 cache
+
+
+class _ColumnSquares:
+    """Σ x² down each column of row blocks fed in order: float32, the order ATen's vector_norm(dim=0) adds."""
+
+    def __init__(self, step: int, cols: int):
+        self.block = np.empty((step + 1, cols), np.float32)
+        self.acc = None
+
+    def add(self, rows: np.ndarray) -> None:
+        k = len(rows)
+        if self.acc is None:  # ATen starts from 0, and 0 + x² is x² exactly
+            np.multiply(rows, rows, out=self.block[:k])
+            self.acc = np.add.reduce(self.block[:k], axis=0)
+        else:
+            self.block[0] = self.acc
+            np.multiply(rows, rows, out=self.block[1:k + 1])
+            np.add.reduce(self.block[:k + 1], axis=0, out=self.acc)
+
+    def norms(self, eps: float) -> np.ndarray:
+        """The column norms clamped to `eps` (torch's clamp_min_, so NaN behaves as it does there)."""
+        np.sqrt(self.acc, out=self.acc)
+        torch.from_numpy(self.acc).clamp_min_(eps)
+        return self.acc
+
+
+def _row_blocks(x: np.ndarray):
+    step = max(8, _BLOCK // x.shape[1])
+    return step, [(i, min(i + step, len(x))) for i in range(0, len(x), step)]
+
+
+def _column_norms(x: np.ndarray, eps: float) -> np.ndarray:
+    """`torch.linalg.vector_norm(x, 2, dim=0).clamp_min_(eps)` of a 2-D float32 array, bit for bit."""
+    step, blocks = _row_blocks(x)
+    squares = _ColumnSquares(step, x.shape[1])
+    for i, j in blocks:
+        squares.add(x[i:j])
+    return squares.norms(eps)
+
+
+def _normalise(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """`normalize(x, p=2, dim=0)` written into `out`; returns the column norms of the result, clamped as
+    cosine_similarity clamps them, taken from each block while it is still in cache."""
+    norms = _column_norms(x, 1e-12)
+    step, blocks = _row_blocks(x)
+    squares = _ColumnSquares(step, x.shape[1])
+    for i, j in blocks:
+        np.divide(x[i:j], norms, out=out[i:j])
+        squares.add(out[i:j])
+    return squares.norms(1e-8)
+
+
+def _column_products(a, b, na, nb, out) -> None:
+    """(a / na) · (b / nb) into `out` (which may be `a`): the full-size product cosine_similarity sums."""
+    step, blocks = _row_blocks(a)
+    quotient = np.empty((step, a.shape[1]), np.float32)
+    for i, j in blocks:
+        np.divide(a[i:j], na, out=out[i:j])
+        np.divide(b[i:j], nb, out=quotient[:j - i])
+        np.multiply(out[i:j], quotient[:j - i], out=out[i:j])
+
+
+def _blockwise(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the numpy path reproduces torch for these tensors: float32 on the CPU, contiguous, at least
+    two columns (a single column, e.g. a 1-D bias, is reduced by a differently ordered vectorised loop)."""
+    return (a.device.type == "cpu" and b.device.type == "cpu" and a.dim() >= 2 and a.shape == b.shape
+            and a.numel() >= 2 * a.shape[0] > 0 and a.is_contiguous() and b.is_contiguous())
+
+
 def _similarities(a, b, normalised: bool):
-    """(column similarity, combined similarity) of one key, as SuperMerger computes them."""
+    """(column similarity, combined similarity) of one key, as SuperMerger computes them (see above)."""
     a, b = a.to(F32), b.to(F32)
-    if normalised:  # the same normalize, written into reused buffers
-        a = normalize(a, p=2, dim=0, out=_scratch(a, 0))
-        b = normalize(b, p=2, dim=0, out=_scratch(b, 1))
-    s = cosine_similarity(a, b, dim=0)
-    return s, (s + _magnitude(a, b)) / 2.0
+    if not _blockwise(a, b):
+        if normalised:
+            a, b = normalize(a, p=2, dim=0), normalize(b, p=2, dim=0)
+        s = cosine_similarity(a, b, dim=0)
+        return s, (s + _magnitude(a, b)) / 2.0
+    with np.errstate(all="ignore"):  # inf and NaN pass through silently, as in torch
+        return _similarities_blockwise(a, b, normalised)
+
+
+def _similarities_blockwise(a, b, normalised: bool):
+    rows = (a.shape[0], a.numel() // a.shape[0])
+    a2, b2 = a.detach().reshape(rows).numpy(), b.detach().reshape(rows).numpy()
+    out_a, out_b = _scratch(a, 0), _scratch(b, 1)
+    if normalised:  # a, b = normalize(a), normalize(b), into our own buffers
+        na, nb = _normalise(a2, out_a.view(rows).numpy()), _normalise(b2, out_b.view(rows).numpy())
+        a, b = out_a, out_b
+        a2, b2 = a.view(rows).numpy(), b.view(rows).numpy()
+    else:
+        na, nb = _column_norms(a2, 1e-8), _column_norms(b2, 1e-8)
+    m = _magnitude(a, b)  # before the product may overwrite a
+    _column_products(a2, b2, na, nb, out_a.view(rows).numpy())
+    s = out_a.sum(0)
+    return s, (s + m) / 2.0
 
 
 def _trimmed_range(values: np.ndarray) -> SimilarityRange:
