@@ -43,7 +43,7 @@ def _lora_files(node: str, where: str, text: str):
 class _LoadedLoras:
     """The last few LoRA files read, by path, size and mtime (graphs re-run with other ratios often)."""
 
-    def __init__(self, size: int = 8):
+    def __init__(self, size: int = 4):
         self.size, self._items = size, OrderedDict()
 
     def get(self, path: str):
@@ -142,6 +142,7 @@ def merge_to_loras_folder(node: str, text: str, rank: str, same_to_strength: boo
     lora = merge_core.lora
     files = _lora_files(node, "loras", text)
     folder = Path(folder_paths.get_folder_paths("loras")[0]).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
     name = (filename or "").strip() or lora.merge.default_name(text)
     if not name.endswith(".safetensors"):
         name += ".safetensors"
