@@ -192,3 +192,31 @@ def test_precision_fp16_casts_floating_tensors_only(model, tmp_path):
     out = read(bake(path, tmp_path / "o.safetensors", {"g": good}, "g:1", precision="bf16").path)
     assert out["cond_stage_model.transformer.text_model.embeddings.position_ids"].dtype == torch.int64
     assert out[KEYS["te"][0]].dtype == torch.bfloat16
+
+
+def test_flux_blocks_from_a_61_value_list_and_bare_diffusion_model_keys(tmp_path):
+    g = torch.Generator().manual_seed(2)
+    model = {"double_blocks.0.img_attn.qkv.weight": torch.randn(12, 4, generator=g),
+             "single_blocks.1.linear1.weight": torch.randn(6, 4, generator=g),
+             "img_in.weight": torch.randn(4, 4, generator=g)}
+    write_model(model, tmp_path / "flux.safetensors")
+    lora = {}
+    for module, (o, i) in (("lora_unet_double_blocks_0_img_attn_qkv", (12, 4)),
+                           ("lora_unet_single_blocks_1_linear1", (6, 4)), ("lora_unet_img_in", (4, 4))):
+        lora[module + ".lora_up.weight"] = torch.randn(o, 2, generator=g)
+        lora[module + ".lora_down.weight"] = torch.randn(2, i, generator=g)
+    ratios = ["0"] * 61
+    ratios[3], ratios[23] = "0.5", "2"  # D00, S01; IN (img_in) stays 0
+    out = read(bake(tmp_path / "flux.safetensors", tmp_path / "o.safetensors", {"f": lora},
+                    "f:1:" + ",".join(ratios)).path)
+
+    def delta(m):
+        return lora[m + ".lora_up.weight"] @ lora[m + ".lora_down.weight"]
+    assert torch.allclose(out["double_blocks.0.img_attn.qkv.weight"],
+                          model["double_blocks.0.img_attn.qkv.weight"]
+                          + 0.5 * delta("lora_unet_double_blocks_0_img_attn_qkv"),
+                          atol=1e-6)
+    assert torch.allclose(out["single_blocks.1.linear1.weight"],
+                          model["single_blocks.1.linear1.weight"] + 2 * delta("lora_unet_single_blocks_1_linear1"),
+                          atol=1e-6)
+    assert torch.equal(out["img_in.weight"], model["img_in.weight"])

@@ -138,6 +138,9 @@ def plan_patches(keys, inputs: list, family: str, where: str = "loras") -> tuple
         missing = []
         for module, mod in lora.modules.items():
             key = names.checkpoint_key(module, family)
+            if key is not None and key not in keys and key.startswith(names.UNET):
+                bare = key[len(names.UNET):]  # a diffusion-model-only file (Flux) has unprefixed keys
+                key = bare if bare in keys else key
             ratio = float(weights[names.block_index(module, family)])
             if key is None or key not in keys:
                 missing.append(module)
