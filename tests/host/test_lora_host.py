@@ -176,3 +176,21 @@ def test_bad_input_is_one_clear_message(host, lora_file, node, inputs, needle):
         host.run(g)
     assert needle in str(e.value)
     assert not (host.work / "models" / "escape.safetensors").exists()
+
+
+def test_a_checkpoint_baked_by_the_engine_renders_like_the_lazy_node(host, lora_file):
+    """Our bake-in formula (SPEC §13.7) against ComfyUI's own LoRA maths, end to end."""
+    from merge_core.lora.bake import bake_to_file
+    from merge_core.lora.files import LoraFile
+    from merge_core.lora.syntax import parse_list
+
+    (entry,) = parse_list(f"{LORA}:0.7:OUTALL")
+    out = host.work / "models" / "checkpoints" / "sm_host_baked.safetensors"
+    with LoraFile.open(lora_file) as lf:
+        # float: ComfyUI holds the fp16 checkpoint in float32 on the CPU and patches it there
+        bake_to_file(build_checkpoint("mini_sd15", 1), [(lf, entry)], out, precision="float", overwrite=True)
+    lazy = host.image(host.run(with_lora({"loras": f"{LORA}:0.7:OUTALL"})))
+    baked = host.image(host.run(graph(a="sm_host_baked")))
+    plain = host.image(host.run(graph()))
+    assert not np.array_equal(lazy, plain)
+    assert np.array_equal(baked, lazy)  # measured: pixel-identical
