@@ -16,6 +16,7 @@ from comfy_api.v0_0_2 import io
 
 from . import params
 from ._engine import merge_core
+from .lora_extract import output_path
 
 for _module in ("files", "merge", "metadata", "names", "syntax"):  # merge_core.lora.<module> as attributes
     import_module(f"{merge_core.__name__}.lora.{_module}")
@@ -137,19 +138,10 @@ def merge_to_loras_folder(node: str, text: str, rank: str, same_to_strength: boo
     """Merge the list's LoRAs into a file of the (first) loras folder; returns its name in that folder."""
     import comfy.model_management as mm
     import comfy.utils
-    import folder_paths
 
     lora = merge_core.lora
     files = _lora_files(node, "loras", text)
-    folder = Path(folder_paths.get_folder_paths("loras")[0]).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    name = (filename or "").strip() or lora.merge.default_name(text)
-    if not name.endswith(".safetensors"):
-        name += ".safetensors"
-    out = (folder / name).resolve()
-    if folder not in out.parents or not out.parent.is_dir():
-        raise MergeError(f"{node}: filename", f"'{filename}' must be a file name inside the loras folder (an "
-                                              "existing subfolder may be given, nothing outside)")
+    folder, out = output_path(node, filename, lora.merge.default_name(text))
     bar = comfy.utils.ProgressBar(1)
     opened = []
     try:
