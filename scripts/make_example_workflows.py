@@ -33,6 +33,8 @@ OUTPUT_TYPES = {
                                    ("merge_id", "INT")],
     "SuperMergerSave": [("path", "STRING")],
     "SuperMergerSaveImage": [],
+    "SuperMergerLoraToModel": [("MODEL", "MODEL"), ("CLIP", "CLIP")],
+    "SuperMergerLoraMerge": [("lora_name", "STRING"), ("lora_list", "STRING")],
     "SuperMergerHistory": [("recipe", "STRING"), ("merge_id", "INT"), ("listing", "STRING")],
     "SuperMergerHistoryWeights": [("table", "STRING"), ("chart", "IMAGE")],
     "SuperMergerMetadata": [("metadata", "STRING")],
@@ -153,6 +155,16 @@ GRAPHS = {
             (13, "SuperMergerMetadata", ["model_a.safetensors", "(none)"], {}),
             (14, "PreviewAny", [], {"source": (13, 0)}),
         ] + sampler_tail(5, (3, 0), (3, 1), (3, 2), "supermerger_rerun", merge=3),
+    },
+    "lora_block_weights": {
+        "title": "SuperMerger: merge LoRAs, apply LoRAs with block weights",
+        "nodes": loaders(["model_a.safetensors"]) + [
+            (2, "SuperMergerLoraMerge", ["lora_a:1\nlora_b:0.5:OUTS", "auto", True, "create new", "fp16", "merged_ab",
+                                         False], {}),
+            (3, "PreviewAny", [], {"source": (2, 0)}),
+            (4, "SuperMergerLoraToModel", ["lora_a:0.8:OUTALL\nlora_b:1:1,0,0,0,1,1,1,0,0,0,0,0,0,0,0,0,0"],
+             {"model": (1, 0), "clip": (1, 1)}),
+        ] + sampler_tail(5, (4, 0), (4, 1), (1, 2), "supermerger_lora"),
     },
     "triple_sum": {
         "title": "SuperMerger: triple sum of three models",

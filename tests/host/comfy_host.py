@@ -43,6 +43,26 @@ def build_checkpoint(kind: str, seed: int) -> Path:
     return out
 
 
+def mini_lora(work: Path, name: str, seed: int = 5) -> Path:
+    """A random LoCon (U-Net incl. 3×3 convs, and text encoder) for the mini checkpoints, made by our engine and
+    put in the loras folder of a harness ComfyUI whose base directory is `work`."""
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, str(ROOT))
+    from merge_core.lora.synthetic import random_lora
+    from merge_core.sources import SafetensorsFile
+
+    with SafetensorsFile(build_checkpoint("mini_sd15", 1)) as ckpt:
+        shapes = {k: ckpt.shape(k) for k in ckpt.keys()}
+    # LDM-style U-Net names: the mini model's layout is not the released one the diffusers names assume
+    sd = random_lora(shapes, "sd1", rank=8, seed=seed, conv3x3=True, style="ldm", scale=0.12)
+    folder = work / "models" / "loras"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.safetensors"
+    save_file(sd, path, {"ss_network_module": "networks.lora"})
+    return path
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

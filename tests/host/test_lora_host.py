@@ -6,11 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from comfy_host import COMFY, ROOT, ExecutionFailed, build_checkpoint, graph
+from comfy_host import COMFY, ROOT, ExecutionFailed, build_checkpoint, graph, mini_lora
 
 sys.path.insert(0, str(ROOT))
 from merge_core.lora import names  # noqa: E402
-from merge_core.lora.synthetic import random_lora  # noqa: E402
 from merge_core.sources import SafetensorsFile  # noqa: E402
 from merge_core.synthetic import sd1_layout, sdxl_layout  # noqa: E402
 
@@ -82,18 +81,8 @@ def test_every_module_name_maps_to_the_same_weight_in_comfyui(comfy_lora, family
 
 @pytest.fixture(scope="module")
 def lora_file(host):
-    """A random LoCon (U-Net incl. 3×3 convs, and text encoder) for the mini checkpoints, made by our engine
-    and put in the loras folder of the harness's ComfyUI (its base directory)."""
-    from safetensors.torch import save_file
-
-    with SafetensorsFile(build_checkpoint("mini_sd15", 1)) as ckpt:
-        shapes = {k: ckpt.shape(k) for k in ckpt.keys()}
-    # LDM-style U-Net names: the mini model's layout is not the released one the diffusers names assume
-    sd = random_lora(shapes, "sd1", rank=8, seed=5, conv3x3=True, style="ldm", scale=0.12)
-    folder = host.work / "models" / "loras"
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(sd, folder / f"{LORA}.safetensors", {"ss_network_module": "networks.lora"})
-    return folder / f"{LORA}.safetensors"
+    """A random LoCon for the mini checkpoints in the harness ComfyUI's loras folder."""
+    return mini_lora(host.work, LORA)
 
 
 def with_lora(node_inputs: dict, core: bool = False) -> dict:

@@ -128,8 +128,11 @@ def test_bad_input_is_one_clear_message_naming_node_and_input(host):
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json")))
 def test_example_workflows_run_as_saved(host, name):
-    from comfy_host import ui_to_api
+    from comfy_host import mini_lora, ui_to_api
 
+    for seed, lora in enumerate(("lora_a", "lora_b"), 5):  # the LoRAs the templates name
+        if not (host.work / "models" / "loras" / f"{lora}.safetensors").exists():
+            mini_lora(host.work, lora, seed)
     workflow = json.loads((ROOT / "example_workflows" / f"{name}.json").read_text())
     prompt = ui_to_api(workflow, host.get("/object_info"))
     minis = iter(["mini_a.safetensors", "mini_b.safetensors", "mini_c.safetensors"])
@@ -152,7 +155,7 @@ def test_example_workflows_run_as_saved(host, name):
     recipe_slot = {**{node_id: 2 for node_id in MODE_OF}, "SuperMergerCheckpointMerge": 3}
     recipe_views = [nid for nid, node in prompt.items() if node["class_type"] == "PreviewAny" and
                     recipe_slot.get(prompt[node["inputs"]["source"][0]]["class_type"]) == node["inputs"]["source"][1]]
-    assert recipe_views
+    assert recipe_views or not any(node["class_type"] in recipe_slot for node in prompt.values())
     for nid in recipe_views:
         Recipe.from_json(host.text(entry, nid))
 
