@@ -27,6 +27,25 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(t.reshape(-1).view(torch.uint8).numpy())
 
 
+def header_bytes(entries: list, metadata: Optional[dict] = None) -> tuple:
+    """(the file's header — 8-byte length and JSON —, the size of the data after it) for `entries`
+    [(key, dtype, shape)] in write order."""
+    header, offset = {}, 0
+    for key, dtype, shape in entries:
+        numel = 1
+        for d in shape:
+            numel *= int(d)
+        size = numel * dtype.itemsize
+        header[key] = {"dtype": DTYPE_NAMES[dtype], "shape": [int(d) for d in shape],
+                       "data_offsets": [offset, offset + size]}
+        offset += size
+    if metadata:
+        header = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}, **header}
+    blob = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)  # keep the data 8-byte aligned
+    return len(blob).to_bytes(8, "little") + blob, offset
+
+
 class SafetensorsWriter:
     def __init__(self, path, entries: list, metadata: Optional[dict] = None, overwrite: bool = False):
         """`entries`: (key, dtype, shape) in the order the tensors will be written."""
@@ -35,30 +54,19 @@ class SafetensorsWriter:
             raise MergeError(f"output {self.path}", "already exists; choose another name or allow overwrite")
         if not self.path.parent.is_dir():
             raise MergeError(f"output {self.path}", "its folder does not exist")
-        header, offset, self._expected = {}, 0, []
-        for key, dtype, shape in entries:
+        for key, dtype, _shape in entries:
             if dtype not in DTYPE_NAMES:
                 raise MergeError(f"key {key}", f"dtype {dtype} cannot be stored in safetensors")
-            numel = 1
-            for d in shape:
-                numel *= int(d)
-            size = numel * dtype.itemsize
-            header[key] = {"dtype": DTYPE_NAMES[dtype], "shape": [int(d) for d in shape],
-                           "data_offsets": [offset, offset + size]}
-            self._expected.append((key, dtype, tuple(int(d) for d in shape)))
-            offset += size
-        if metadata:
-            header = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}, **header}
-        blob = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        blob += b" " * (-len(blob) % 8)  # keep the data 8-byte aligned
+        self._expected = [(key, dtype, tuple(int(d) for d in shape)) for key, dtype, shape in entries]
+        head, offset = header_bytes(entries, metadata)
         self._index = 0
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
         self._tmp = Path(tmp)
         self._f = os.fdopen(fd, "wb", buffering=0)
         try:
-            self._f.write(len(blob).to_bytes(8, "little") + blob)
+            self._f.write(head)
             if hasattr(os, "posix_fallocate"):  # reserve the whole file: a full disk fails now, not half-way
-                os.posix_fallocate(self._f.fileno(), 0, 8 + len(blob) + offset)
+                os.posix_fallocate(self._f.fileno(), 0, len(head) + offset)
         except OSError as e:
             self.abort()
             raise MergeError(f"output {self.path}", f"cannot be written ({e.strerror}; {offset / 2**30:.2f} GiB "

@@ -14,8 +14,7 @@ import json
 import time
 from typing import Optional
 
-from ..sources import DTYPE_NAMES
-from ..writer import tensor_bytes
+from ..writer import header_bytes, tensor_bytes
 
 MODES = ("create new", "create new without output_name", "merge", "save all", "use first lora")
 MINIMUM = ("ss_network_module", "ss_network_alpha", "ss_network_dim", "ss_v2", "ss_sd_model_name",
@@ -117,20 +116,7 @@ def merged_metadata(inputs: list, mode: str, output_name: str, precision: str, f
 
 def safetensors_header(entries: list, metadata: Optional[dict]) -> bytes:
     """The header SafetensorsWriter writes for `entries` [(key, dtype, shape)] (8-byte length + JSON)."""
-    header, offset = {}, 0
-    for key, dtype, shape in entries:
-        numel = 1
-        for d in shape:
-            numel *= int(d)
-        size = numel * dtype.itemsize
-        header[key] = {"dtype": DTYPE_NAMES[dtype], "shape": [int(d) for d in shape],
-                       "data_offsets": [offset, offset + size]}
-        offset += size
-    if metadata:
-        header = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}, **header}
-    blob = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    blob += b" " * (-len(blob) % 8)
-    return len(blob).to_bytes(8, "little") + blob
+    return header_bytes(entries, metadata)[0]
 
 
 def with_hashes(metadata: dict, tensors: dict) -> dict:
