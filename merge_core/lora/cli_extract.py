@@ -80,7 +80,8 @@ def add_parsers(actions) -> None:
     e.add_argument("--names", default="auto", choices=["auto", "kohya", "ldm"],
                    help="U-Net module names: kohya (diffusers paths for SD1/SD2), ldm (checkpoint paths), or auto "
                         "(kohya unless the U-Net's layout is not the released one)")
-    e.add_argument("--threads", type=int, default=0, help="layers factorised side by side (0 = automatic)")
+    e.add_argument("--threads", type=int, default=1, help="layers factorised side by side (1; more only helps when "
+                                                        "torch itself runs single-threaded)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     e.set_defaults(func=cmd_extract)
 
