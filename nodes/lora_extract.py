@@ -52,19 +52,12 @@ def _te_modules(clip, family: str) -> dict:
     return out
 
 
-def _progress_and_cancel(total_hint: int = 1):
-    import comfy.model_management as mm
-    import comfy.utils
-
-    bar = comfy.utils.ProgressBar(total_hint)
-    return (lambda done, total, _phase: bar.update_absolute(done, total)), mm.processing_interrupted
-
-
 def extract_from_models(node: str, model_a, model_b, clip_a, clip_b, options, filename: str,
                         overwrite: bool) -> str:
     """Write the LoRA α·A − β·B into the loras folder; returns its name there."""
     import comfy.model_base
     import comfy.model_management as mm
+    import comfy.utils
 
     if (clip_a is None) != (clip_b is None):
         raise MergeError(f"{node}: clip inputs", "connect clip_a and clip_b together (the text encoder is "
@@ -79,41 +72,40 @@ def extract_from_models(node: str, model_a, model_b, clip_a, clip_b, options, fi
     v_prediction = model_a.model.model_type == comfy.model_base.ModelType.V_PREDICTION
     options = merge_core.lora.extract.ExtractOptions(**{**options, "v_prediction": v_prediction})
     folder, out = output_path(node, filename, "lora_extract")
-    progress, cancel = _progress_and_cancel()
+    bar = comfy.utils.ProgressBar(1)  # its total becomes the number of layers
     try:
         merge_core.lora.extract.extract_lora(a, b, options, out, overwrite, family=a.family,
-                                             module_of=module_of if te else None, progress=progress,
-                                             cancel=cancel)
+                                             module_of=module_of if te else None,
+                                             progress=lambda done, total, _phase: bar.update_absolute(done, total),
+                                             cancel=mm.processing_interrupted)
     except merge_core.MergeInterrupted:
         mm.throw_exception_if_processing_interrupted()
         raise
     return out.relative_to(folder).as_posix()
 
 
-def extract_from_loras(node: str, loras: list, alpha: float, beta: float, gamma: float, same_to_strength: bool,
+def extract_from_loras(node: str, entries: list, alpha: float, beta: float, gamma: float, same_to_strength: bool,
                        precision: str, filename: str, overwrite: bool) -> str:
-    """`loras`: [(name in the loras folder, strength, blocks text)] × 2. Returns the new file's name."""
+    """`entries`: the two `name:ratio[:blocks]` texts. Returns the new file's name in the loras folder."""
     import comfy.model_management as mm
-    import folder_paths
+
+    from .lora import _lora_files  # names found in the loras folder as every LoRA node does (lora imports us)
 
     lora = merge_core.lora
-    presets = lora.syntax.lora_presets()
-    inputs, stems = [], []
+    files = []
+    for i, text in enumerate(entries, 1):
+        found = _lora_files(node, f"lora_{i}", text)
+        if len(found) != 1:
+            raise MergeError(f"{node}: lora_{i}", f"one name:ratio[:blocks] entry, not {len(found)}")
+        files += found
+    inputs = []
     try:
-        for i, (name, strength, blocks) in enumerate(loras, 1):
-            where = f"{node}: lora_{i}"
-            path = folder_paths.get_full_path("loras", name)
-            if path is None:
-                raise MergeError(where, f"'{name}' is not in the loras folder")
-            fields = [Path(name).stem, format(float(strength), "g")]
-            fields += [b.strip() for b in blocks.split(",")] if blocks.strip() else []
-            entry = lora.syntax.parse_entry(fields, presets, f"{where} blocks")
+        for path, entry in files:
             inputs.append((lora.files.LoraFile.open(path, entry.name), entry))
-            stems.append(f"{entry.name}:{entry.ratio_text}")
-        folder, out = output_path(node, filename, lora.merge.default_name(",".join(stems)))
-        _progress, cancel = _progress_and_cancel()
+        stems = ",".join(f"{Path(entry.name).name}:{entry.ratio_text}" for _, entry in files)
+        folder, out = output_path(node, filename, lora.merge.default_name(stems))
         lora.extract_two.extract_two_to_file(inputs, out, alpha, beta, gamma, same_to_strength, "create new",
-                                             precision, overwrite, cancel, f"{node}: loras")
+                                             precision, overwrite, mm.processing_interrupted, f"{node}: loras")
     except merge_core.MergeInterrupted:
         mm.throw_exception_if_processing_interrupted()
         raise
@@ -187,26 +179,18 @@ class SuperMergerLoraExtract(io.ComfyNode):
 class SuperMergerLoraExtractTwo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        import folder_paths
-
-        loras = folder_paths.get_filename_list("loras")
-        blocks_tip = ("Optional block weights for this LoRA: a LoRA block preset (scaled by the strength) or "
-                      "12/17/20/26 numbers used as they are. Empty: the strength for every block.")
+        entry_tip = ("name:ratio[:blocks] — a LoRA of the loras folder (suffix optional), its ratio (acts as r², or r "
+                     "with same_to_strength) and optional block weights: a LoRA block preset (scaled by the "
+                     "ratio) or 12/17/20/26 numbers. Can be linked from another LoRA node's lora_list.")
         return io.Schema(
             node_id="SuperMergerLoraExtractTwo", display_name="Extract LoRA from two LoRAs (SuperMerger)",
             category=CATEGORY,
-            description="SuperMerger's 'Extract from two LoRAs': each LoRA is merged alone (its strength acts "
+            description="SuperMerger's 'Extract from two LoRAs': each LoRA is merged alone (its ratio acts "
                         "squared), then every factor becomes lerp(a, b, α)·lerp(d, 1−d, β) with "
                         "d = ((cos(a, b) + 1)/2)^γ. The LoRAs must have the same modules and ranks.",
-            inputs=[io.Combo.Input("lora_1", options=loras, tooltip="The first LoRA (a); the result keeps its "
-                                                                    "alphas."),
-                    io.Float.Input("strength_1", default=1.0, min=-2.0, max=2.0, step=0.01,
-                                   tooltip="Ratio of the first LoRA (acts as r², or r with same_to_strength)."),
-                    io.String.Input("blocks_1", default="", tooltip=blocks_tip),
-                    io.Combo.Input("lora_2", options=loras, tooltip="The second LoRA (b)."),
-                    io.Float.Input("strength_2", default=1.0, min=-2.0, max=2.0, step=0.01,
-                                   tooltip="Ratio of the second LoRA."),
-                    io.String.Input("blocks_2", default="", tooltip=blocks_tip),
+            inputs=[io.String.Input("lora_1", default="", tooltip="The first LoRA (a); the result keeps its alphas. "
+                                                                  + entry_tip),
+                    io.String.Input("lora_2", default="", tooltip="The second LoRA (b). " + entry_tip),
                     io.Float.Input("alpha", default=1.0, min=0.0, max=1.0, step=0.01,
                                    tooltip="0: the first LoRA's factors … 1: the second's."),
                     io.Float.Input("beta", default=1.0, min=0.0, max=1.0, step=0.01,
@@ -214,21 +198,21 @@ class SuperMergerLoraExtractTwo(io.ComfyNode):
                     io.Float.Input("gamma", default=1.0, min=0.0, max=20.0, step=0.01,
                                    tooltip="Smoothness: higher values make the shared/different choice sharper."),
                     io.Boolean.Input("same_to_strength", default=False,
-                                     tooltip="A strength acts like the LoRA strength (r, sign kept) instead of r²."),
+                                     tooltip="A ratio acts like the LoRA strength (r, sign kept) instead of r²."),
                     io.Combo.Input("save_precision", options=PRECISIONS, default="fp16",
                                    tooltip=SAVE_TIPS["save_precision"]),
                     io.String.Input("filename", default="", tooltip="File name in the loras folder (empty: "
-                                                                    "<lora_1>_<strength>+<lora_2>_<strength>)."),
+                                                                    "<lora_1>_<ratio>+<lora_2>_<ratio>)."),
                     io.Boolean.Input("overwrite", default=False, tooltip=SAVE_TIPS["overwrite"])],
             outputs=OUTPUTS, is_output_node=True)
 
     @classmethod
-    def execute(cls, lora_1, strength_1, blocks_1, lora_2, strength_2, blocks_2, alpha, beta, gamma,
-                same_to_strength, save_precision, filename, overwrite) -> io.NodeOutput:
+    def execute(cls, lora_1, lora_2, alpha, beta, gamma, same_to_strength, save_precision, filename,
+                overwrite) -> io.NodeOutput:
         node = "SuperMergerLoraExtractTwo"
         try:
-            name = extract_from_loras(node, [(lora_1, strength_1, blocks_1), (lora_2, strength_2, blocks_2)],
-                                      alpha, beta, gamma, same_to_strength, save_precision, filename, overwrite)
+            name = extract_from_loras(node, [lora_1, lora_2], alpha, beta, gamma, same_to_strength, save_precision,
+                                      filename, overwrite)
         except MergeError as e:
             raise params.node_error(node, e) from None
         return _outputs(name)

@@ -160,24 +160,35 @@ def test_interrupt_stops_extraction_and_leaves_no_file(host, tuned):
     assert not target.exists() and not list(_loras(host).glob(".sm_extract_interrupted*"))
 
 
-def test_extract_two_from_the_loras_folder(host, tuned):
-    # two LoRAs with the same modules and ranks: tuned − A and A − tuned (the same layers, opposite signs)
-    for name, a, b in (("sm_two_1", "ckT", "ckA"), ("sm_two_2", "ckA", "ckT")):
-        host.run(_extract(name, {"save_precision": "fp16"}, a=a, b=b))
-    g = {"two": {"class_type": "SuperMergerLoraExtractTwo",
-                 "inputs": {"lora_1": "sm_two_1.safetensors", "strength_1": 1.0, "blocks_1": "",
-                            "lora_2": "sm_two_2.safetensors", "strength_2": 0.5, "blocks_2": "",
-                            "alpha": 0.0, "beta": 0.0, "gamma": 0.0, "same_to_strength": False,
-                            "save_precision": "float", "filename": "", "overwrite": True}},
-         "name": {"class_type": "PreviewAny", "inputs": {"source": ["two", 0]}}}
+def test_extract_two_chained_from_two_extractions(host, tuned):
+    # two LoRAs with the same modules and ranks, tuned − A and A − tuned, linked straight into the node
+    g = {}
+    for node, name, a, b in (("ex1", "sm_two_1", "ckT", "ckA"), ("ex2", "sm_two_2", "ckA", "ckT")):
+        part = _extract(name, {"save_precision": "fp16", "clamp": False}, a=a, b=b)
+        g.update({k: v for k, v in part.items() if k.startswith("ck")})
+        g[node] = part["ex"]
+    g["two"] = {"class_type": "SuperMergerLoraExtractTwo",
+                "inputs": {"lora_1": ["ex1", 1], "lora_2": ["ex2", 1], "alpha": 0.0, "beta": 0.0, "gamma": 0.0,
+                           "same_to_strength": False, "save_precision": "float", "filename": "",
+                           "overwrite": True}}
+    g["name"] = {"class_type": "PreviewAny", "inputs": {"source": ["two", 0]}}
     name = host.text(host.run(g), "name")
-    assert name == "sm_two_1_1+sm_two_2_0.5.safetensors"
-    # alpha = beta = gamma = 0 keeps the first LoRA's factors as they are
+    assert name == "sm_two_1_1+sm_two_2_1.safetensors"
+    # alpha = beta = gamma = 0 keeps the first LoRA's factors (merged alone at ratio 1) as they are
     with SafetensorsFile(_loras(host) / name) as out, SafetensorsFile(_loras(host) / "sm_two_1.safetensors") as one:
         assert set(out.keys()) == set(one.keys())
         for k in one.keys():
-            assert torch.allclose(out.get(k).float(), one.get(k).float(), atol=1e-3), k
-    g["two"]["inputs"]["blocks_1"] = "1,2,3"
-    with pytest.raises(ExecutionFailed) as e:
-        host.run(g)
-    assert "SuperMergerLoraExtractTwo: lora_1 blocks" in str(e.value)
+            assert torch.equal(out.get(k).float(), one.get(k).float()), k
+
+
+def test_extract_two_bad_entries_are_clear_errors(host, tuned):
+    base = {"alpha": 0.5, "beta": 0.5, "gamma": 1.0, "same_to_strength": False, "save_precision": "fp16",
+            "filename": "sm_two_bad", "overwrite": True}
+    for entries, needle in ((("sm_two_1:1:1,2,3", "sm_two_2:1"), "SuperMergerLoraExtractTwo: lora_1: "),
+                            (("sm_two_1:1", "no_such_lora:1"), "SuperMergerLoraExtractTwo: lora_2: no LoRA named"),
+                            (("sm_two_1:1,sm_two_2:1", "sm_two_2:1"), "SuperMergerLoraExtractTwo: lora_1: one")):
+        g = {"two": {"class_type": "SuperMergerLoraExtractTwo",
+                     "inputs": {"lora_1": entries[0], "lora_2": entries[1], **base}}}
+        with pytest.raises(ExecutionFailed) as e:
+            host.run(g)
+        assert needle in str(e.value), str(e.value)
