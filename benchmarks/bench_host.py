@@ -140,15 +140,24 @@ def measure(variant, work, ckpts, kind, mode, calcmode, tag, timeout, pack=None)
         except AssertionError as e:  # refused prompt or timeout
             res["wall_s"] = time.perf_counter() - t0
             res["error"] = {"message": str(e)}
+        except OSError as e:  # the server went away mid-run (on this shared machine: the out-of-memory killer)
+            res["wall_s"] = time.perf_counter() - t0
+            proc.wait(30)
+            res["error"] = {"message": f"the server stopped answering ({e}); exit code {proc.returncode}"}
         else:
             res["wall_s"] = time.perf_counter() - t0
-        res["peak_rss_mb"] = peak_rss_mb(proc.pid)  # before the server stops
-        res["cpu_s"] = cpu_seconds(proc.pid) - cpu0
+        alive = proc.poll() is None
+        res["peak_rss_mb"] = peak_rss_mb(proc.pid) if alive else None  # before the server stops
+        res["cpu_s"] = cpu_seconds(proc.pid) - cpu0 if alive else None
         if "error" not in res:
             res["image"] = host.image(entry)
     finally:
         stop_server(proc)
     return res
+
+
+def _fmt(value, spec: str) -> str:
+    return format("n/a", ">" + spec.split(".")[0]) if value is None else format(value, spec)
 
 
 def describe_error(err: dict) -> str:
@@ -216,7 +225,7 @@ def main():
                               args.timeout, args.baseline)
                 results[variant].append(res)
                 line = (f"round {r + 1} {variant}: start {res['start_s']:.1f} s, wall {res['wall_s']:.2f} s, "
-                        f"CPU {res['cpu_s']:.1f} s, peak RSS {res['peak_rss_mb']:.0f} MB")
+                        f"CPU {_fmt(res['cpu_s'], '.1f')} s, peak RSS {_fmt(res['peak_rss_mb'], '.0f')} MB")
                 if "error" in res:
                     line += f"\n  ERROR {describe_error(res['error'])}"
                     failed_logs.append(res["log"])
@@ -237,20 +246,20 @@ def main():
               "base": f"base {short}({args.calcmode})"}
     for variant, runs in results.items():
         walls = [x["wall_s"] for x in runs if "error" not in x]
-        rss = [x["peak_rss_mb"] for x in runs]
+        rss = [x["peak_rss_mb"] for x in runs if x["peak_rss_mb"] is not None]
         starts = [x["start_s"] for x in runs]
         cpus = [x["cpu_s"] for x in runs if "error" not in x]
         summary[variant] = {"wall_median_s": statistics.median(walls) if walls else None,
                             "wall_all_s": [x["wall_s"] for x in runs], "start_median_s": statistics.median(starts),
                             "cpu_median_s": statistics.median(cpus) if cpus else None,
-                            "peak_rss_max_mb": max(rss), "peak_rss_all_mb": rss,
+                            "peak_rss_max_mb": max(rss, default=None), "peak_rss_all_mb": rss,
                             "ok": len(walls), "runs": len(runs)}
         s = summary[variant]
         wall = f"{s['wall_median_s']:8.2f}s" if walls else "   failed"
         span = f"{min(walls):6.2f}–{max(walls):6.2f} s" if walls else ""
         cpu = f"{s['cpu_median_s']:7.1f}s" if cpus else ""
         print(f"  {labels[variant]:48s} {wall:>9s} {span:>15s} {cpu:>8s} {s['start_median_s']:8.1f}s "
-              f"{s['peak_rss_max_mb']:10.0f} MB  {s['ok']}/{s['runs']}")
+              f"{_fmt(s['peak_rss_max_mb'], '10.0f')} MB  {s['ok']}/{s['runs']}")
     target = "  (target ≤ 1.5×)" if args.calcmode != "normal" else "  (target ≤ 1.0×)"
     for variant, suffix in (("ours", ""), ("base", "_base")):
         if variant not in summary:
@@ -260,16 +269,18 @@ def main():
             ratio = o["wall_median_s"] / c["wall_median_s"]
             print(f"  {variant} / core wall (median):   {ratio:.2f}×{target}")
             summary["ratio_wall" + suffix] = ratio
-            # the same round's runs are minutes apart, not hours: their ratios shrug off slow spells better
+            # one round's runs are close in time, so their ratio suffers less from a slow spell on the machine
             rounds = [x["wall_s"] / y["wall_s"] for x, y in zip(results[variant], results["core"])
                       if "error" not in x and "error" not in y]
             summary["ratio_wall_per_round" + suffix] = rounds
-            print(f"  {variant} / core wall per round:  {', '.join(f'{q:.2f}' for q in rounds)} "
-                  f"(median {statistics.median(rounds):.2f}×)")
+            if rounds:
+                print(f"  {variant} / core wall per round:  {', '.join(f'{q:.2f}' for q in rounds)} "
+                      f"(median {statistics.median(rounds):.2f}×)")
             summary["ratio_cpu" + suffix] = o["cpu_median_s"] / c["cpu_median_s"]
             print(f"  {variant} / core CPU (median):    {summary['ratio_cpu' + suffix]:.2f}×")
-        summary["ratio_rss" + suffix] = o["peak_rss_max_mb"] / c["peak_rss_max_mb"]
-        print(f"  {variant} / core peak RSS (max):  {summary['ratio_rss' + suffix]:.2f}×")
+        if o["peak_rss_max_mb"] and c["peak_rss_max_mb"]:
+            summary["ratio_rss" + suffix] = o["peak_rss_max_mb"] / c["peak_rss_max_mb"]
+            print(f"  {variant} / core peak RSS (max):  {summary['ratio_rss' + suffix]:.2f}×")
 
     imgs = {v: [x["image"] for x in runs if "image" in x] for v, runs in results.items()}
     if imgs["ours"] and imgs["core"]:

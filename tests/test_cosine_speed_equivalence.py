@@ -164,3 +164,12 @@ def test_prepass_range_and_merge_equal_the_frozen_pipeline(calcmode, dtype):
         got = merge_key(plan, step, a[step.key], b[step.key], None, stats)
         want = merge_key(plan, step, a[step.key], b[step.key], None, frozen_stats)
         assert same(got, want), step.key
+
+
+def test_weights_take_the_blockwise_path_and_odd_shapes_torch_s_own():
+    a = tiny_sd1(1)
+    conv, linear = a[CONV_IN], a["cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight"]
+    assert cosine._blockwise(conv, conv) and cosine._blockwise(linear, linear)
+    bias, column = a["model.diffusion_model.out.2.bias"], torch.zeros(64, 1, 1, 1)
+    for x in (bias, column, conv[:, :2], linear.t()):
+        assert not cosine._blockwise(x, x)
