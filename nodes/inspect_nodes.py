@@ -100,7 +100,8 @@ class SuperMergerHistoryWeights(io.ComfyNode):
             rel = write_table(node, csv_filename, [("block", "mean", "sigma", "2sigma", "3sigma"), *stats.rows()])
             text += f"\nsaved output/{rel}"
         chart = image_tensor(weight_chart(list(zip(stats.labels, stats.mean)), list(stats.std),
-                                          f"α per block over merges {ids.strip()} (mean ± σ)"))
+                                          # pillow's built-in font has no Greek letters
+                                          f"alpha per block over merges {ids.strip()} (mean +/- sigma)"))
         return io.NodeOutput(text, chart, ui=ui.PreviewImage(chart, cls=cls))
 
 
