@@ -1,11 +1,14 @@
 """SPEC §2: every calcmode against its oracles and properties, on real SD1/SDXL key names."""
 import numpy as np
 import pytest
+import scipy.ndimage
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers import CONV_IN, assert_unchanged, merge, one_key, snapshot
 from merge_core import MergeError
-from merge_core.calcmodes import CALCMODES
+from merge_core.calcmodes import CALCMODES, smooth
 from merge_core.calcmodes.cosine import _trimmed_range
 
 ADD = dict(mode="add_difference")
@@ -63,6 +66,33 @@ def test_smooth_add_mt_gives_the_same_model_as_smooth_add(sd1):
     assert one.keys() == many.keys()
     for k in one:
         assert torch.equal(one[k], many[k]), k
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=st.lists(st.integers(1, 9), min_size=2, max_size=4), part=st.integers(1, 40),
+       seed=st.integers(0, 10_000), ties=st.booleans())
+def test_median_in_parts_is_scipys_median_filter_bit_for_bit(shape, part, seed, ties):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32)
+    if ties:  # equal values, 0.0 beside -0.0, and NaN inside windows that straddle two parts
+        x = np.round(x).astype(np.float32)
+        x.reshape(-1)[rng.integers(0, x.size)] = np.nan
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(smooth, "PART", part)  # many parts even for tiny tensors
+        mp.setattr(smooth.os, "cpu_count", lambda: 3)
+        ours = smooth.median3(x)
+    assert np.array_equal(ours.view(np.uint32), scipy.ndimage.median_filter(x, size=3).view(np.uint32))  # bits
+
+
+def test_large_tensors_are_filtered_in_parts(monkeypatch):
+    seen = []
+    real = scipy.ndimage.median_filter
+    monkeypatch.setattr(smooth.scipy.ndimage, "median_filter", lambda a, size: seen.append(a.shape) or real(a, size=size))
+    monkeypatch.setattr(smooth.os, "cpu_count", lambda: 2)
+    x = np.random.default_rng(0).standard_normal((64, 40, 3, 3)).astype(np.float32)
+    monkeypatch.setattr(smooth, "PART", x.size // 4)
+    smooth.median3(x)
+    assert sorted(s[0] for s in seen) == [17, 17, 18, 18]  # 16 rows each, one halo row per inner side
 
 
 # extract (§2.6) -----------------------------------------------------------------------------------
