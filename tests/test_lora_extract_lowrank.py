@@ -35,10 +35,11 @@ def errors(mat: torch.Tensor, rank: int) -> tuple:
 
 
 def test_the_randomized_path_is_the_one_under_test(monkeypatch):
-    # these shapes and ranks must not fall back to the exact SVD, or the bounds below prove nothing
+    # these shapes and ranks must not go to an exact SVD (thin or Gram), or the bounds below prove nothing
     calls = []
-    real = lowrank.exact_factors
+    real, gram = lowrank.exact_factors, lowrank.gram_factors
     monkeypatch.setattr(lowrank, "exact_factors", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(lowrank, "gram_factors", lambda *a: calls.append(a) or gram(*a))
     low_rank(torch.randn(256, 600), 32)
     low_rank(torch.randn(600, 256), 32)
     assert calls == []
@@ -76,12 +77,36 @@ def test_an_exact_low_rank_matrix_is_recovered(shape):
     assert torch.linalg.norm(up @ down - mat) / torch.linalg.norm(mat) < 1e-5
 
 
-def test_factors_have_kohya_form_up_is_u_times_s_and_down_has_orthonormal_rows():
-    mat = with_spectrum(300, 500, spectrum("power1", 300))
-    up, down = low_rank(mat, 24)
+@pytest.mark.parametrize("route", [low_rank, lowrank.gram_factors, lowrank.exact_factors])
+@pytest.mark.parametrize("shape", [(300, 500), (500, 300)])
+def test_factors_have_kohya_form_up_is_u_times_s_and_down_has_orthonormal_rows(route, shape):
+    # the 0.99-quantile clamp after this looks at both factors, so where S goes matters, on every route
+    mat = with_spectrum(*shape, spectrum("power1", 300))
+    up, down = route(mat, 24)
+    assert up.dtype == down.dtype == mat.dtype
     assert torch.allclose(down @ down.T, torch.eye(24), atol=1e-4)
-    s = torch.linalg.svdvals(up @ down)[:24]
+    s = torch.linalg.svdvals((up @ down).double())[:24].float()
     assert torch.allclose(up.norm(dim=0), s, rtol=1e-4)  # columns of U·S: the singular values, largest first
+
+
+@pytest.mark.parametrize("shape", [(200, 900), (900, 200), (64, 64)])
+def test_the_gram_route_is_the_exact_truncated_svd(shape):
+    mat = with_spectrum(*shape, spectrum("power0.5", min(shape)), seed=7)
+    up, down = lowrank.gram_factors(mat, 16)
+    eu, ed = lowrank.exact_factors(mat, 16)
+    assert torch.allclose(up @ down, eu @ ed, atol=1e-5)  # the same product (the factors' signs may differ)
+    assert torch.allclose(up.norm(dim=0), torch.linalg.svdvals(mat.double())[:16].float(), rtol=1e-5)
+    assert torch.allclose((up.abs() - eu.abs()).abs().max(), torch.tensor(0.0), atol=1e-4)
+
+
+def test_long_narrow_matrices_take_the_gram_route_and_square_ones_the_randomized(monkeypatch):
+    calls = []
+    real = lowrank.gram_factors
+    monkeypatch.setattr(lowrank, "gram_factors", lambda *a: calls.append(a[0].shape) or real(*a))
+    low_rank(torch.randn(640, 5760), 128)  # an SDXL 3×3 conv of 640 channels at the default rank
+    low_rank(torch.randn(5120, 640), 128)  # an SDXL feed-forward layer
+    low_rank(torch.randn(640, 640), 128)  # square: the randomized route
+    assert calls == [(640, 5760), (5120, 640)]
 
 
 def test_input_untouched_result_deterministic_and_zero_gives_zero():
