@@ -12,13 +12,13 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-import comfy.model_management as mm
 import comfy.sd
 import comfy.utils
 import folder_paths
 import torch
 
 from ._engine import merge_core
+from .common import interrupted, stops_on_interrupt
 
 MergeError = merge_core.MergeError
 ROLES = ("a", "b", "c")
@@ -116,10 +116,6 @@ def history_stamp() -> int:
     return path.stat().st_mtime_ns if path.exists() else 0
 
 
-def _cancel():
-    return mm.processing_interrupted()
-
-
 def _load(node: str, a):
     """Model A as ComfyUI's own loader builds it, fed from A's source (memory-mapped file pages or the cache),
     so A is never read into a second copy."""
@@ -185,27 +181,25 @@ def merge(node: str, recipe, merge_vae: bool, cache_models: int):
     bar = comfy.utils.ProgressBar(1)
     progress = lambda done, total, _phase: bar.update_absolute(done, total)  # noqa: E731
     try:
-        for role, path in paths.items():
-            opened[role] = CACHE.open(path, role, cache_models, _cancel)
-            logging.info("SuperMerger: model %s %s %s", role.upper(), path.name, opened[role][2])
-        inputs = merge_core.Inputs(*(opened[r][0] if r in opened else None for r in ROLES))
-        try:
-            plan = merge_core.make_plan(recipe, inputs)
-        except MergeError as e:
-            raise e.at(f"{node}:") from None
-        if not merge_vae:
-            plan = merge_core.merge.keep_vae(plan)
-        model, clip, vae = _load(node, inputs.a)
-        into = _Into(model, clip, vae)
-        changes = plan.replaced([s for s in plan.steps if s.action != merge_core.plan.KEEP or s.adjust is not None])
-        merge_core.run_plan(changes, inputs, into.write, progress=progress, cancel=_cancel)
-        into.finish()
-        entry = merge_core.history.record(history(), plan, inputs, merge_core.merge.display_name(plan), "node",
-                                          absolute_paths=False)
-        return model, clip, vae, plan, entry
-    except merge_core.MergeInterrupted:
-        mm.throw_exception_if_processing_interrupted()
-        raise
+        with stops_on_interrupt():
+            for role, path in paths.items():
+                opened[role] = CACHE.open(path, role, cache_models, interrupted)
+                logging.info("SuperMerger: model %s %s %s", role.upper(), path.name, opened[role][2])
+            inputs = merge_core.Inputs(*(opened[r][0] if r in opened else None for r in ROLES))
+            try:
+                plan = merge_core.make_plan(recipe, inputs)
+            except MergeError as e:
+                raise e.at(f"{node}:") from None
+            if not merge_vae:
+                plan = merge_core.merge.keep_vae(plan)
+            model, clip, vae = _load(node, inputs.a)
+            into = _Into(model, clip, vae)
+            changes = plan.replaced([s for s in plan.steps if s.action != merge_core.plan.KEEP or s.adjust is not None])
+            merge_core.run_plan(changes, inputs, into.write, progress=progress, cancel=interrupted)
+            into.finish()
+            entry = merge_core.history.record(history(), plan, inputs, merge_core.merge.display_name(plan), "node",
+                                              absolute_paths=False)
+            return model, clip, vae, plan, entry
     finally:
         for src, owned, _origin in opened.values():
             if owned:

@@ -1,5 +1,10 @@
-"""What every node module shares: the category, the parameter chain's type and common tooltips."""
+"""What every node module shares: the category, the parameter chain's type, common tooltips and the way
+engine work stops on ComfyUI's Interrupt."""
+from contextlib import contextmanager
+
 from comfy_api.v0_0_2 import io
+
+from ._engine import merge_core
 
 CATEGORY = "SuperMerger"
 Params = io.Custom("SUPERMERGER_PARAMS")
@@ -13,3 +18,23 @@ TIPS = {
     "weights": "Block weights, elemental, Include/Exclude and dice settings from the SuperMerger parameter nodes.",
     "use_old_calc": "SuperMerger's 'use old calc method': plain formulas in the inputs' precision.",
 }
+
+
+def interrupted() -> bool:
+    """The engine's `cancel` callback: true once ComfyUI's Interrupt was pressed."""
+    import comfy.model_management as mm
+
+    return mm.processing_interrupted()
+
+
+@contextmanager
+def stops_on_interrupt():
+    """Engine work inside stops on Interrupt (the engine raises MergeInterrupted when `interrupted()` turns
+    true); ComfyUI is handed its own interrupt exception, so the run shows as interrupted, not failed."""
+    import comfy.model_management as mm
+
+    try:
+        yield
+    except merge_core.MergeInterrupted:
+        mm.throw_exception_if_processing_interrupted()
+        raise

@@ -15,6 +15,7 @@ from pathlib import Path
 from comfy_api.v0_0_2 import io
 
 from . import params
+from .common import interrupted, stops_on_interrupt
 from ._engine import merge_core
 from .lora_extract import output_path
 
@@ -136,7 +137,6 @@ RANKS = ["no", "auto", "4", "8", "16", "32", "64", "128", "256", "512", "768", "
 def merge_to_loras_folder(node: str, text: str, rank: str, same_to_strength: bool, metadata: str,
                           precision: str, filename: str, overwrite: bool) -> str:
     """Merge the list's LoRAs into a file of the (first) loras folder; returns its name in that folder."""
-    import comfy.model_management as mm
     import comfy.utils
 
     lora = merge_core.lora
@@ -147,12 +147,10 @@ def merge_to_loras_folder(node: str, text: str, rank: str, same_to_strength: boo
     try:
         for path, entry in files:
             opened.append((lora.files.LoraFile.open(path, entry.name), entry))
-        lora.merge.merge_to_file(opened, out, rank, same_to_strength, metadata, precision, overwrite,
-                                 progress=lambda done, total, _p: bar.update_absolute(done, total),
-                                 cancel=mm.processing_interrupted, where=f"{node}: loras")
-    except merge_core.MergeInterrupted:
-        mm.throw_exception_if_processing_interrupted()
-        raise
+        with stops_on_interrupt():
+            lora.merge.merge_to_file(opened, out, rank, same_to_strength, metadata, precision, overwrite,
+                                     progress=lambda done, total, _p: bar.update_absolute(done, total),
+                                     cancel=interrupted, where=f"{node}: loras")
     finally:
         for f, _ in opened:
             f.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 from comfy_api.v0_0_2 import io
 
 from . import keymap, params, patching
+from .common import interrupted, stops_on_interrupt
 from ._engine import merge_core
 
 for _module in ("extract", "extract_two", "files", "merge", "metadata", "syntax"):
@@ -26,17 +27,16 @@ TE_PREFIXES = {"sd1": ("lora_te_",), "sd2": ("lora_te_",), "sdxl": ("lora_te1_",
 
 
 def output_path(node: str, filename: str, default: str) -> tuple:
-    """(folder, file) for a new LoRA in the first loras folder; names that leave the folder are refused."""
+    """(folder, file) for a new LoRA in the first loras folder, by the same rule as every writing node
+    (merge_core.naming.inside: subfolders are made, nothing outside the folder)."""
     import folder_paths
 
     folder = Path(folder_paths.get_folder_paths("loras")[0]).resolve()
-    name = (filename or "").strip() or default
-    if not name.endswith(".safetensors"):
-        name += ".safetensors"
-    out = (folder / name).resolve()
-    if folder not in out.parents or not out.parent.is_dir():
-        raise MergeError(f"{node}: filename", f"'{filename}' must be a file name inside the loras folder (an "
-                                              "existing subfolder may be given, nothing outside)")
+    try:
+        out = merge_core.naming.inside(folder, (filename or "").strip() or default)
+    except MergeError as e:
+        raise MergeError(f"{node}: filename", f"{e.reason} (the loras folder)") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
     return folder, out
 
 
@@ -56,7 +56,6 @@ def extract_from_models(node: str, model_a, model_b, clip_a, clip_b, options, fi
                         overwrite: bool) -> str:
     """Write the LoRA α·A − β·B into the loras folder; returns its name there."""
     import comfy.model_base
-    import comfy.model_management as mm
     import comfy.utils
 
     if (clip_a is None) != (clip_b is None):
@@ -73,22 +72,17 @@ def extract_from_models(node: str, model_a, model_b, clip_a, clip_b, options, fi
     options = merge_core.lora.extract.ExtractOptions(**{**options, "v_prediction": v_prediction})
     folder, out = output_path(node, filename, "lora_extract")
     bar = comfy.utils.ProgressBar(1)  # its total becomes the number of layers
-    try:
+    with stops_on_interrupt():
         merge_core.lora.extract.extract_lora(a, b, options, out, overwrite, family=a.family,
                                              module_of=module_of if te else None,
                                              progress=lambda done, total, _phase: bar.update_absolute(done, total),
-                                             cancel=mm.processing_interrupted)
-    except merge_core.MergeInterrupted:
-        mm.throw_exception_if_processing_interrupted()
-        raise
+                                             cancel=interrupted)
     return out.relative_to(folder).as_posix()
 
 
 def extract_from_loras(node: str, entries: list, alpha: float, beta: float, gamma: float, same_to_strength: bool,
                        precision: str, filename: str, overwrite: bool) -> str:
     """`entries`: the two `name:ratio[:blocks]` texts. Returns the new file's name in the loras folder."""
-    import comfy.model_management as mm
-
     from .lora import _lora_files  # names found in the loras folder as every LoRA node does (lora imports us)
 
     lora = merge_core.lora
@@ -104,11 +98,9 @@ def extract_from_loras(node: str, entries: list, alpha: float, beta: float, gamm
             inputs.append((lora.files.LoraFile.open(path, entry.name), entry))
         stems = ",".join(f"{Path(entry.name).name}:{entry.ratio_text}" for _, entry in files)
         folder, out = output_path(node, filename, lora.merge.default_name(stems))
-        lora.extract_two.extract_two_to_file(inputs, out, alpha, beta, gamma, same_to_strength, "create new",
-                                             precision, overwrite, mm.processing_interrupted, f"{node}: loras")
-    except merge_core.MergeInterrupted:
-        mm.throw_exception_if_processing_interrupted()
-        raise
+        with stops_on_interrupt():
+            lora.extract_two.extract_two_to_file(inputs, out, alpha, beta, gamma, same_to_strength, "create new",
+                                                 precision, overwrite, interrupted, f"{node}: loras")
     finally:
         for f, _ in inputs:
             f.close()

@@ -20,6 +20,7 @@ from comfy.weight_adapter import WeightAdapterBase
 
 from . import keymap
 from ._engine import merge_core
+from .common import interrupted, stops_on_interrupt
 
 MergeError = merge_core.MergeError
 F32 = torch.float32
@@ -141,10 +142,6 @@ class LazyMerge:
         return self.plan.calcmode.name.startswith("smoothAdd")
 
 
-def _cancel():
-    return mm.processing_interrupted()
-
-
 def merge_models(node: str, recipe, model_a, model_b, model_c=None, clip_a=None, clip_b=None, clip_c=None):
     """Clones of model A (and CLIP A) patched to become the merge. Returns (model, clip, plan)."""
     if (clip_a is None) != (clip_b is None) or (clip_c is not None and clip_a is None):
@@ -163,12 +160,9 @@ def merge_models(node: str, recipe, model_a, model_b, model_c=None, clip_a=None,
         raise e.at(f"{node}:") from None
     job = LazyMerge(node, plan, a, b, c if c is not None else a)
     bar = comfy.utils.ProgressBar(len(plan.steps))
-    try:
-        job.stats = merge_core.executor.run_prepass(plan, merge_core.Inputs(a, b, job.c), _cancel,
+    with stops_on_interrupt():
+        job.stats = merge_core.executor.run_prepass(plan, merge_core.Inputs(a, b, job.c), interrupted,
                                                     lambda done, total, _phase: bar.update_absolute(done, total))
-    except merge_core.MergeInterrupted:
-        mm.throw_exception_if_processing_interrupted()
-        raise
 
     model = model_a.clone()
     clip = clip_a.clone() if clip_a is not None else None
@@ -205,14 +199,11 @@ def analyze(node: str, model_a, model_b, mode: str, method: str, clip_a=None, cl
     bar = comfy.utils.ProgressBar(1)
     progress = lambda done, total, _phase: bar.update_absolute(done, total)  # noqa: E731
     analysis = merge_core.analysis
-    try:
+    with stops_on_interrupt():
         if mode == "asimilarity":
-            result = analysis.asimilarity(a, b, family, _cancel, progress)
+            result = analysis.asimilarity(a, b, family, interrupted, progress)
         else:
-            result = analysis.cosine(a, b, family, mode, method, ("te", "unet"), _cancel, progress)
-    except merge_core.MergeInterrupted:
-        mm.throw_exception_if_processing_interrupted()
-        raise
+            result = analysis.cosine(a, b, family, mode, method, ("te", "unet"), interrupted, progress)
     return result, family
 
 
