@@ -9,6 +9,7 @@ import comfy.utils
 
 from ._engine import merge_core
 from .checkpoints import checkpoint_path
+from .common import interrupted, stops_on_interrupt
 
 MergeError = merge_core.MergeError
 DESTINATIONS = ("checkpoints", "output")
@@ -67,7 +68,9 @@ def save(node: str, model, clip, vae, filename: str, destination: str, options, 
     if not filename.strip():
         if auto_name is None:
             raise MergeError("filename", "is needed: without a checkpoint merge's recipe there is no automatic name")
-        filename = merge_core.naming.file_name(auto_name, options.dtype == merge_core.merge.PRECISIONS["fp16"])
+        channels = model.model.model_config.unet_config.get("in_channels")  # 9: inpainting, 8: pix2pix
+        filename = merge_core.naming.file_name(auto_name, options.dtype == merge_core.merge.PRECISIONS["fp16"],
+                                               in_channels=channels)
     path = merge_core.naming.inside(base, filename)
     if path.exists() and not options.overwrite:
         raise MergeError("filename", f"{path.name} already exists in {destination}; turn on overwrite to replace it")
@@ -80,11 +83,8 @@ def save(node: str, model, clip, vae, filename: str, destination: str, options, 
     vae_sd = vae.get_sd() if vae is not None else None
     sd = model.model.state_dict_for_saving(clip_sd, vae_sd, None)
     bar = comfy.utils.ProgressBar(len(sd))
-    try:
+    with stops_on_interrupt():
         merge_core.merge.save_state_dict(sd, path, options, metadata,
                                          progress=lambda done, total, _p: bar.update_absolute(done, total),
-                                         cancel=mm.processing_interrupted)
-    except merge_core.MergeInterrupted:
-        mm.throw_exception_if_processing_interrupted()
-        raise
+                                         cancel=interrupted)
     return path.relative_to(base.resolve()).as_posix()

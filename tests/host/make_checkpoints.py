@@ -7,6 +7,7 @@ Usage (with the ComfyUI venv's python):
 Kinds:
     mini_sd15  SD1.5-style UNet with 2 levels (channel_mult [1,2]) and 1 res block per level;
                keeps the real SD1.5 widths so comfy.model_detection still says SD15.
+    mini_sd15_inpaint  the same with a 9-channel input (an inpainting model).
     sd15       full SD1.5 (channel_mult [1,2,4,4], 2 res blocks).
     sdxl       full SDXL base (context 2048, adm 2816, depths [0,0,2,2,10,10]).
 
@@ -71,7 +72,8 @@ UNET_CONFIGS = {
         "context_dim": 2048,
     }),
 }
-EXPECTED_CLASS = {"mini_sd15": "SD15", "sd15": "SD15", "sdxl": "SDXL"}
+UNET_CONFIGS["mini_sd15_inpaint"] = dict(UNET_CONFIGS["mini_sd15"], in_channels=9)  # latent + mask + masked image
+EXPECTED_CLASS = {"mini_sd15": "SD15", "mini_sd15_inpaint": "SD15", "sd15": "SD15", "sdxl": "SDXL"}
 
 # SD1.x / SDXL VAE (same architecture), as in comfy.sd.VAE's default.
 VAE_DDCONFIG = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from comfy_host import ExecutionFailed, sampler
+from comfy_host import ExecutionFailed, build_checkpoint, sampler
 from merge_core import Recipe
 
 CKPT = "SuperMergerCheckpointMerge"
@@ -143,6 +143,22 @@ def test_an_existing_file_is_not_overwritten_without_the_flag(host):
     g2["keep"] = save_node("m", name, overwrite=True)
     host.run(g2)
     assert path.read_bytes() != before
+
+
+def test_an_inpainting_merge_is_saved_under_an_inpainting_name(host):
+    """SPEC §10.2: with A an inpainting model (9 input channels, B a normal one), the automatic file name ends
+    in .fp16-inpainting, and the saved U-Net keeps A's 9-channel input."""
+    link = host.work / "models" / "checkpoints" / "mini_inpaint.safetensors"
+    if not link.exists():
+        link.symlink_to(build_checkpoint("mini_sd15_inpaint", 1))
+    alpha = 0.25 + uuid.uuid4().int % 1000 / 4000  # a name no earlier run of this server has written
+    g = {"m": {"class_type": CKPT, "inputs": merge_inputs(model_a="mini_inpaint.safetensors", alpha=alpha)},
+         "keep": save_node("m", "")}
+    text = host.text(host.run(g), "keep")
+    name = text.removeprefix("saved checkpoints/")
+    assert name.endswith(".fp16-inpainting.safetensors"), text
+    sd, _meta = tensors(host.work / "models" / "checkpoints" / name)
+    assert sd["model.diffusion_model.input_blocks.0.0.weight"].shape[1] == 9
 
 
 def test_unknown_checkpoint_in_a_recipe_is_a_clear_error(host):
