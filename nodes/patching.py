@@ -110,6 +110,9 @@ class MergePatch(WeightAdapterBase):
                          intermediate_dtype=F32, original_weight=None):
         if self._cached is not None:  # costly calcmodes: computed once, even when ComfyUI patches per step
             return self._cached.to(weight.device, weight.dtype)
+        # ComfyUI does not look for Interrupt while it patches a model, and a costly calcmode can patch for
+        # minutes; its loader undoes the weights patched so far when this raises (partially_load → detach).
+        mm.throw_exception_if_processing_interrupted()
         step, job = self.step, self.job
         if step.action != "merge":  # a kept key that only Adjust changes
             return merge_core.executor.kept(step, weight)
