@@ -90,6 +90,24 @@ class Host:
     def status(self, pid: str):
         return self.get(f"/history/{pid}").get(pid, {}).get("status", {})
 
+    def interrupt(self, prompt: dict, after: float, limit: float) -> tuple:
+        """Queue `prompt`, press Interrupt once it has been running `after` seconds, and wait (at most `limit`
+        seconds) until it ends. Returns (seconds from Interrupt to the end, its status messages by type)."""
+        pid = self.queue(prompt)
+        t0 = time.time()
+        while time.time() - t0 < 120:
+            running = self.get("/queue")["queue_running"]
+            if any(item[1] == pid for item in running) and time.time() - t0 > after:
+                break
+            time.sleep(0.05)
+        self.post("/interrupt")
+        t_int = time.time()
+        while not self.status(pid).get("completed") and self.status(pid).get("status_str") is None:
+            assert time.time() - t_int < limit, f"not stopped within {limit} s of Interrupt"
+            time.sleep(0.05)
+        stopped = time.time() - t_int
+        return stopped, dict(self.status(pid).get("messages", []))
+
     def run(self, prompt: dict, timeout: float = 900) -> dict:
         """Queue an API-format prompt and wait; returns its history entry (raises on a node error)."""
         body = json.dumps({"prompt": prompt, "client_id": "supermerger-tests"}).encode()

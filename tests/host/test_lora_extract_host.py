@@ -8,7 +8,6 @@ so the LoRA (tuned − mini_a) applied to mini_a at strength 1 must give tuned's
 storage and kohya's 0.99-quantile clamp of the factors.
 """
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -143,20 +142,8 @@ def test_refuses_to_overwrite_and_names_leaving_the_folder(host, tuned):
 def test_interrupt_stops_extraction_and_leaves_no_file(host, tuned):
     g = _extract("sm_extract_interrupted", {"rank": 320, "conv_rank": 320})  # slow enough to catch it running
     target = _loras(host) / "sm_extract_interrupted.safetensors"
-    pid = host.queue(g)
-    t0 = time.time()
-    while time.time() - t0 < 120:
-        q = host.get("/queue")
-        if any(item[1] == pid for item in q["queue_running"]) and time.time() - t0 > 4.0:
-            break
-        time.sleep(0.05)
-    host.post("/interrupt")
-    t_int = time.time()
-    while not host.status(pid).get("completed") and host.status(pid).get("status_str") is None:
-        assert time.time() - t_int < 10.0, "not stopped within 10 s of Interrupt"
-        time.sleep(0.05)
-    messages = host.status(pid).get("messages", [])
-    assert "execution_interrupted" in [m[0] for m in messages], messages
+    _stopped, messages = host.interrupt(g, after=4.0, limit=10.0)
+    assert "execution_interrupted" in messages, messages
     assert not target.exists() and not list(_loras(host).glob(".sm_extract_interrupted*"))
 
 

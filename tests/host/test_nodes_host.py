@@ -161,25 +161,10 @@ def test_example_workflows_run_as_saved(host, name):
 
 
 def test_interrupt_stops_the_node_time_prepass_promptly_and_leaves_inputs_intact(host):
-    import time
-
     reference = host.image(host.run(graph(a="mini_a", seed=5)))
     g = graph("SuperMergerWeightSum", {"calcmode": "cosineA", "alpha": 0.45}, seed=5)
-    pid = host.queue(g)
-    t0 = time.time()
-    while time.time() - t0 < 120:  # wait until the merge node is running its pre-pass
-        q = host.get("/queue")
-        if any(item[1] == pid for item in q["queue_running"]) and time.time() - t0 > 3.0:
-            break
-        time.sleep(0.05)
-    host.post("/interrupt")
-    t_int = time.time()
-    while not host.status(pid).get("completed") and host.status(pid).get("status_str") is None:
-        assert time.time() - t_int < 5.0, "not stopped within 5 s of Interrupt"
-        time.sleep(0.05)
-    stopped = time.time() - t_int
-    messages = host.status(pid).get("messages", [])
-    assert "execution_interrupted" in [m[0] for m in messages], messages
+    stopped, messages = host.interrupt(g, after=3.0, limit=5.0)  # the merge node is running its pre-pass
+    assert "execution_interrupted" in messages, messages
     assert stopped < 2.0, f"stopped after {stopped:.2f} s"
     # the loaded models were not touched: model A still renders its own image
     assert np.array_equal(host.image(host.run(graph(a="mini_a", seed=5))), reference)
@@ -188,8 +173,6 @@ def test_interrupt_stops_the_node_time_prepass_promptly_and_leaves_inputs_intact
 def test_interrupt_stops_a_costly_merge_while_the_sampler_loads_it_and_leaves_inputs_intact(host):
     """smoothAdd runs when the sampler loads the model (minutes on a full model); Interrupt stops it within a
     key, and ComfyUI's loader puts back the weights patched so far: model A renders as before."""
-    import time
-
     def unet_only(calcmode):  # ~30 s of smoothAdd for the mini U-Net, none for the text encoder
         g = graph("SuperMergerAddDifference", {"calcmode": calcmode, "alpha": 0.5}, c="mini_c", seed=6)
         for name in ("clip_a", "clip_b", "clip_c"):
@@ -200,20 +183,8 @@ def test_interrupt_stops_a_costly_merge_while_the_sampler_loads_it_and_leaves_in
 
     reference = host.image(host.run(graph(a="mini_a", seed=6)))
     host.run(unet_only("normal"))  # loads B and C: next time only the merge node and the sampler run
-    pid = host.queue(unet_only("smoothAdd"))
-    t0 = time.time()
-    while time.time() - t0 < 120:  # the merge node returns at once; give the sampler's loading a few seconds
-        q = host.get("/queue")
-        if any(item[1] == pid for item in q["queue_running"]) and time.time() - t0 > 4.0:
-            break
-        time.sleep(0.05)
-    host.post("/interrupt")
-    t_int = time.time()
-    while not host.status(pid).get("completed") and host.status(pid).get("status_str") is None:
-        assert time.time() - t_int < 60.0, "not stopped within 60 s of Interrupt"
-        time.sleep(0.05)
-    stopped = time.time() - t_int
-    messages = dict(host.status(pid).get("messages", []))
+    # the merge node returns at once; Interrupt a few seconds into the sampler's loading
+    stopped, messages = host.interrupt(unet_only("smoothAdd"), after=4.0, limit=60.0)
     assert messages.get("execution_interrupted", {}).get("node_id") == "ks", messages  # while it loaded the model
     assert stopped < 5.0, f"stopped after {stopped:.2f} s"
     assert np.array_equal(host.image(host.run(graph(a="mini_a", seed=6))), reference)
