@@ -15,8 +15,8 @@ from pathlib import Path
 from comfy_api.v0_0_2 import io
 
 from . import params
-from .common import interrupted, stops_on_interrupt
 from ._engine import merge_core
+from .common import interrupted, stops_on_interrupt
 from .lora_extract import output_path
 
 for _module in ("files", "merge", "metadata", "names", "syntax"):  # merge_core.lora.<module> as attributes

@@ -13,8 +13,8 @@ from pathlib import Path
 from comfy_api.v0_0_2 import io
 
 from . import keymap, params, patching
-from .common import interrupted, stops_on_interrupt
 from ._engine import merge_core
+from .common import interrupted, stops_on_interrupt
 
 for _module in ("extract", "extract_two", "files", "merge", "metadata", "syntax"):
     import_module(f"{merge_core.__name__}.lora.{_module}")

@@ -104,11 +104,12 @@ class MergePatch(WeightAdapterBase):
         self.job, self.step = job, step
         self.loaded_keys = set()
         self.weights = []
+        self._computed = False
         self._cached = None
 
     def calculate_weight(self, weight, key, strength, strength_model, offset, function,
                          intermediate_dtype=F32, original_weight=None):
-        if self._cached is not None:  # costly calcmodes: computed once, even when ComfyUI patches per step
+        if self._cached is not None:  # a costly calcmode asked for again: see below
             return self._cached.to(weight.device, weight.dtype)
         # ComfyUI does not look for Interrupt while it patches a model, and a costly calcmode can patch for
         # minutes; its loader undoes the weights patched so far when this raises (partially_load → detach).
@@ -127,7 +128,11 @@ class MergePatch(WeightAdapterBase):
             raise MergeError(f"{job.node}: key {step.key}", "the merge produced NaN or infinite values "
                                                             f"(alpha {step.alpha}, beta {step.beta})")
         if job.costly:
-            self._cached = out.to("cpu", copy=True)
+            # A model loaded whole asks once: keeping a copy would double its memory. Asked again, ComfyUI is
+            # patching on every step (low-VRAM mode) or reloading: from then on the result is kept.
+            if self._computed:
+                self._cached = out.to("cpu", copy=True)
+            self._computed = True
         return out
 
 
