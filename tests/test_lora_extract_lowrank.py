@@ -97,6 +97,8 @@ def test_the_gram_route_is_the_exact_truncated_svd(shape):
     assert torch.allclose(up @ down, eu @ ed, atol=1e-5)  # the same product (the factors' signs may differ)
     assert torch.allclose(up.norm(dim=0), torch.linalg.svdvals(mat.double())[:16].float(), rtol=1e-5)
     assert torch.allclose((up.abs() - eu.abs()).abs().max(), torch.tensor(0.0), atol=1e-4)
+    up, down = lowrank.gram_factors(mat, 0)  # as the other routes: empty factors
+    assert up.shape == (shape[0], 0) and down.shape == (0, shape[1])
 
 
 def test_long_narrow_matrices_take_the_gram_route_and_square_ones_the_randomized(monkeypatch):

@@ -74,7 +74,7 @@ def gram_factors(mat: torch.Tensor, rank: int) -> tuple:
     (in float64, so squaring the singular values loses nothing that float32 factors could keep)."""
     m, n = mat.shape
     a = (mat if m <= n else mat.T).double()  # s × t, s ≤ t
-    u = torch.linalg.eigh(a @ a.T).eigenvectors[:, -rank:].flip(1)  # largest first
+    u = torch.linalg.eigh(a @ a.T).eigenvectors[:, a.shape[0] - rank:].flip(1)  # largest first ([-0:] is all)
     b = u.T @ a  # = diag(S)·Vh: rows orthogonal, their norms the singular values
     if m > n:  # mat = aᵀ ≈ bᵀ·uᵀ, and bᵀ = Vhᵀ·diag(S) is U·diag(S) of mat
         return b.T.to(mat.dtype), u.T.to(mat.dtype).contiguous()
