@@ -15,7 +15,9 @@ import torch
 
 import comfy.lora
 import comfy.model_management as mm
+import comfy.model_patcher
 import comfy.utils
+from comfy.patcher_extension import CallbacksMP
 from comfy.weight_adapter import WeightAdapterBase
 
 from . import keymap
@@ -186,7 +188,26 @@ def merge_models(node: str, recipe, model_a, model_b, model_c=None, clip_a=None,
     missing = (set(unet_patches) | set(clip_patches if clip is not None else ())) - added
     if missing:
         raise MergeError(node, f"{len(missing)} keys could not be patched (e.g. {sorted(missing)[0]})")
+    for patcher in (model, clip.patcher if clip is not None else None):
+        if patcher is not None:
+            _undo_low_vram_on_detach(patcher)
     return model, clip, plan
+
+
+def _wipe_low_vram_functions(patcher, unpatch_all: bool) -> None:
+    if unpatch_all and not patcher.model.model_lowvram:
+        for module in patcher.model.modules():
+            comfy.model_patcher.wipe_lowvram_weight(module)
+
+
+def _undo_low_vram_on_detach(patcher) -> None:
+    """A merged key may raise while ComfyUI loads the model (Interrupt, or a NaN error). In a low-VRAM load,
+    ComfyUI has by then set the patch functions of the modules it keeps off the device, but it records that
+    it did so only at the end of the load; the detach that follows the error then leaves those functions on
+    the modules, which model A shares, and A would render partly merged. So on detach, stale ones go."""
+    callbacks = patcher.callbacks.get(CallbacksMP.ON_DETACH, {})
+    if "supermerger" not in callbacks:  # a clone of a merge (a chained merge) has it already
+        patcher.add_callback_with_key(CallbacksMP.ON_DETACH, "supermerger", _wipe_low_vram_functions)
 
 
 def adjust_model(node: str, model, adjust: str):
@@ -196,6 +217,7 @@ def adjust_model(node: str, model, adjust: str):
     job = LazyMerge(node, None, None, None, None)
     out = model.clone()
     out.add_patches({src.comfy_key(s.key): MergePatch(job, s) for s in steps}, 1.0, 1.0)
+    _undo_low_vram_on_detach(out)
     return out
 
 

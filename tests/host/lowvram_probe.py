@@ -1,6 +1,6 @@
 """Run with ComfyUI's python (COMFYUI_PATH set): how often a lazy smoothAdd merge computes its keys when
 ComfyUI loads the model whole, and when it loads it in low-VRAM mode and patches weights on every forward
-pass. This machine has no GPU, so low-VRAM mode is forced the way ComfyUI enters it: `partially_load` with a
+pass; and whether model A is intact after an Interrupt during a low-VRAM load of a merge. This machine has no GPU, so low-VRAM mode is forced the way ComfyUI enters it: `partially_load` with a
 memory budget smaller than the model. Prints one JSON object.
 
     python tests/host/lowvram_probe.py A.safetensors B.safetensors C.safetensors
@@ -17,6 +17,7 @@ sys.path.insert(0, os.environ["COMFYUI_PATH"])
 from comfy.cli_args import args  # noqa: E402
 
 args.cpu = True  # as the test server runs (`--cpu`), before model_management looks for a GPU
+import comfy.model_management  # noqa: E402
 import comfy.sd  # noqa: E402
 import torch  # noqa: E402
 
@@ -73,7 +74,29 @@ def main():
     result["same_output_every_pass"] = all(torch.equal(o, outs[0]) for o in outs)
     result["lowvram_equals_whole"] = torch.equal(outs[0], whole)
     merged.detach()
+
+    # Interrupt while a merge loads in low-VRAM mode (some modules whole, the rest patched per pass): A, loaded
+    # the same way afterwards, must still compute A
+    reference = forward_low_vram(a)
+    everything = merge_core.Recipe(model_a="A", model_b="B", mode="weight_sum", alpha=0.5)
+    merged = patching.merge_models("probe", everything, a, b)[0]
+    comfy.model_management.interrupt_current_processing(True)
+    try:
+        merged.partially_load(torch.device("cpu"), extra_memory=merged.model_size() // 2)
+        result["interrupted_during_load"] = False
+    except comfy.model_management.InterruptProcessingException:
+        result["interrupted_during_load"] = True
+    comfy.model_management.interrupt_current_processing(False)
+    result["a_intact_after_interrupted_load"] = torch.equal(forward_low_vram(a), reference)
     print(json.dumps(result))
+
+
+def forward_low_vram(model):
+    model.partially_load(torch.device("cpu"), extra_memory=model.model_size() // 2)
+    try:
+        return forward(model)
+    finally:
+        model.detach()
 
 
 def _cached(model) -> int:
