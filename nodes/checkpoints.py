@@ -13,12 +13,11 @@ from collections import OrderedDict
 from pathlib import Path
 
 import comfy.sd
-import comfy.utils
 import folder_paths
 import torch
 
 from ._engine import merge_core
-from .common import interrupted, stops_on_interrupt
+from .common import interrupted, progress, stops_on_interrupt
 
 MergeError = merge_core.MergeError
 ROLES = ("a", "b", "c")
@@ -178,8 +177,6 @@ def merge(node: str, recipe, merge_vae: bool, cache_models: int):
     if cache_models <= 0:
         CACHE.trim(0)
     opened = {}
-    bar = comfy.utils.ProgressBar(1)
-    progress = lambda done, total, _phase: bar.update_absolute(done, total)  # noqa: E731
     try:
         with stops_on_interrupt():
             for role, path in paths.items():
@@ -195,7 +192,7 @@ def merge(node: str, recipe, merge_vae: bool, cache_models: int):
             model, clip, vae = _load(node, inputs.a)
             into = _Into(model, clip, vae)
             changes = plan.replaced([s for s in plan.steps if s.action != merge_core.plan.KEEP or s.adjust is not None])
-            merge_core.run_plan(changes, inputs, into.write, progress=progress, cancel=interrupted)
+            merge_core.run_plan(changes, inputs, into.write, progress=progress(), cancel=interrupted)
             into.finish()
             entry = merge_core.history.record(history(), plan, inputs, merge_core.merge.display_name(plan), "node",
                                               absolute_paths=False)

@@ -20,6 +20,14 @@ TIPS = {
 }
 
 
+def progress():
+    """The engine's `progress(done, total, phase)` callback, shown on the node by ComfyUI's progress bar."""
+    import comfy.utils
+
+    bar = comfy.utils.ProgressBar(1)  # its total becomes the engine's
+    return lambda done, total, _phase: bar.update_absolute(done, total)
+
+
 def interrupted() -> bool:
     """The engine's `cancel` callback: true once ComfyUI's Interrupt was pressed."""
     import comfy.model_management as mm

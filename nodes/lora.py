@@ -16,7 +16,7 @@ from comfy_api.v0_0_2 import io
 
 from . import params
 from ._engine import merge_core
-from .common import interrupted, stops_on_interrupt
+from .common import interrupted, progress, stops_on_interrupt
 from .lora_extract import output_path
 
 for _module in ("files", "merge", "metadata", "names", "syntax"):  # merge_core.lora.<module> as attributes
@@ -137,19 +137,16 @@ RANKS = ["no", "auto", "4", "8", "16", "32", "64", "128", "256", "512", "768", "
 def merge_to_loras_folder(node: str, text: str, rank: str, same_to_strength: bool, metadata: str,
                           precision: str, filename: str, overwrite: bool) -> str:
     """Merge the list's LoRAs into a file of the (first) loras folder; returns its name in that folder."""
-    import comfy.utils
-
     lora = merge_core.lora
     files = _lora_files(node, "loras", text)
     folder, out = output_path(node, filename, lora.merge.default_name(text))
-    bar = comfy.utils.ProgressBar(1)
     opened = []
     try:
         for path, entry in files:
             opened.append((lora.files.LoraFile.open(path, entry.name), entry))
         with stops_on_interrupt():
             lora.merge.merge_to_file(opened, out, rank, same_to_strength, metadata, precision, overwrite,
-                                     progress=lambda done, total, _p: bar.update_absolute(done, total),
+                                     progress=progress(),
                                      cancel=interrupted, where=f"{node}: loras")
     finally:
         for f, _ in opened:

@@ -14,7 +14,7 @@ from comfy_api.v0_0_2 import io
 
 from . import keymap, params, patching
 from ._engine import merge_core
-from .common import interrupted, stops_on_interrupt
+from .common import interrupted, progress, stops_on_interrupt
 
 for _module in ("extract", "extract_two", "files", "merge", "metadata", "syntax"):
     import_module(f"{merge_core.__name__}.lora.{_module}")
@@ -56,7 +56,6 @@ def extract_from_models(node: str, model_a, model_b, clip_a, clip_b, options, fi
                         overwrite: bool) -> str:
     """Write the LoRA α·A − β·B into the loras folder; returns its name there."""
     import comfy.model_base
-    import comfy.utils
 
     if (clip_a is None) != (clip_b is None):
         raise MergeError(f"{node}: clip inputs", "connect clip_a and clip_b together (the text encoder is "
@@ -71,11 +70,10 @@ def extract_from_models(node: str, model_a, model_b, clip_a, clip_b, options, fi
     v_prediction = model_a.model.model_type == comfy.model_base.ModelType.V_PREDICTION
     options = merge_core.lora.extract.ExtractOptions(**{**options, "v_prediction": v_prediction})
     folder, out = output_path(node, filename, "lora_extract")
-    bar = comfy.utils.ProgressBar(1)  # its total becomes the number of layers
     with stops_on_interrupt():
         merge_core.lora.extract.extract_lora(a, b, options, out, overwrite, family=a.family,
                                              module_of=module_of if te else None,
-                                             progress=lambda done, total, _phase: bar.update_absolute(done, total),
+                                             progress=progress(),
                                              cancel=interrupted)
     return out.relative_to(folder).as_posix()
 

@@ -16,13 +16,12 @@ import torch
 import comfy.lora
 import comfy.model_management as mm
 import comfy.model_patcher
-import comfy.utils
 from comfy.patcher_extension import CallbacksMP
 from comfy.weight_adapter import WeightAdapterBase
 
 from . import keymap
 from ._engine import merge_core
-from .common import interrupted, stops_on_interrupt
+from .common import interrupted, progress, stops_on_interrupt
 
 MergeError = merge_core.MergeError
 F32 = torch.float32
@@ -169,10 +168,8 @@ def merge_models(node: str, recipe, model_a, model_b, model_c=None, clip_a=None,
     except MergeError as e:
         raise e.at(f"{node}:") from None
     job = LazyMerge(node, plan, a, b, c if c is not None else a)
-    bar = comfy.utils.ProgressBar(len(plan.steps))
     with stops_on_interrupt():
-        job.stats = merge_core.executor.run_prepass(plan, merge_core.Inputs(a, b, job.c), interrupted,
-                                                    lambda done, total, _phase: bar.update_absolute(done, total))
+        job.stats = merge_core.executor.run_prepass(plan, merge_core.Inputs(a, b, job.c), interrupted, progress())
 
     model = model_a.clone()
     clip = clip_a.clone() if clip_a is not None else None
@@ -188,9 +185,9 @@ def merge_models(node: str, recipe, model_a, model_b, model_c=None, clip_a=None,
     missing = (set(unet_patches) | set(clip_patches if clip is not None else ())) - added
     if missing:
         raise MergeError(node, f"{len(missing)} keys could not be patched (e.g. {sorted(missing)[0]})")
-    for patcher in (model, clip.patcher if clip is not None else None):
-        if patcher is not None:
-            _undo_low_vram_on_detach(patcher)
+    _undo_low_vram_on_detach(model)
+    if clip is not None:
+        _undo_low_vram_on_detach(clip.patcher)
     return model, clip, plan
 
 
@@ -226,14 +223,12 @@ def analyze(node: str, model_a, model_b, mode: str, method: str, clip_a=None, cl
     a = source("model A", model_a, clip_a if clip_b is not None else None)
     b = source("model B", model_b, clip_b if clip_a is not None else None)
     family = merge_core.plan.detect_family({"a": merge_core.ModelInfo.of(a), "b": merge_core.ModelInfo.of(b)})
-    bar = comfy.utils.ProgressBar(1)
-    progress = lambda done, total, _phase: bar.update_absolute(done, total)  # noqa: E731
     analysis = merge_core.analysis
     with stops_on_interrupt():
         if mode == "asimilarity":
-            result = analysis.asimilarity(a, b, family, interrupted, progress)
+            result = analysis.asimilarity(a, b, family, interrupted, progress())
         else:
-            result = analysis.cosine(a, b, family, mode, method, ("te", "unet"), interrupted, progress)
+            result = analysis.cosine(a, b, family, mode, method, ("te", "unet"), interrupted, progress())
     return result, family
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import comfy.model_management as mm
-import comfy.utils
 
 from ._engine import merge_core
 from .checkpoints import checkpoint_path
-from .common import interrupted, stops_on_interrupt
+from .common import interrupted, progress, stops_on_interrupt
 
 MergeError = merge_core.MergeError
 DESTINATIONS = ("checkpoints", "output")
@@ -82,9 +81,8 @@ def save(node: str, model, clip, vae, filename: str, destination: str, options, 
     clip_sd = clip.get_sd() if clip is not None else None
     vae_sd = vae.get_sd() if vae is not None else None
     sd = model.model.state_dict_for_saving(clip_sd, vae_sd, None)
-    bar = comfy.utils.ProgressBar(len(sd))
     with stops_on_interrupt():
         merge_core.merge.save_state_dict(sd, path, options, metadata,
-                                         progress=lambda done, total, _p: bar.update_absolute(done, total),
+                                         progress=progress(),
                                          cancel=interrupted)
     return path.relative_to(base.resolve()).as_posix()
