@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+import torch
+
 from .errors import MergeError
 
 _TABLES = json.loads((Path(__file__).parent / "data" / "blocks.json").read_text())
@@ -37,6 +39,8 @@ class Family:
     slots: tuple  # weight-table slots a key may land in (blocks, plus XL's VAE slot)
     extended: Optional[tuple]  # SDXL's 110 fine block names
     _mapper: Callable[[str], Optional[BlockRef]]
+    comfy_configs: tuple = ()  # ComfyUI model config classes of the family
+    position_ids: Optional[str] = None  # the CLIP position-id key its checkpoints hold
 
     def block_of(self, key: str) -> Optional[BlockRef]:
         """The block of `key`, or None when SuperMerger never merges it."""
@@ -138,7 +142,8 @@ def _family(name: str, label: str, mapper) -> Family:
     t = _TABLES[name]
     blocks = tuple(t["blocks"])
     return Family(name, label, blocks, tuple(t.get("slots", blocks)),
-                  tuple(t["extended"]) if "extended" in t else None, mapper)
+                  tuple(t["extended"]) if "extended" in t else None, mapper, tuple(t.get("comfy_configs", ())),
+                  t.get("position_ids"))
 
 
 FAMILIES = {
@@ -172,3 +177,21 @@ def detect(keys: Iterable[str], where: str = "model", context_dim: Optional[int]
                             f"(LDM) key layout; first keys: {sample}")
 
 
+
+
+def for_comfy_config(class_names: Iterable[str]) -> Optional[Family]:
+    """The family of a ComfyUI model config, from its class and base-class names (most specific first)."""
+    for name in class_names:
+        for family in FAMILIES.values():
+            if name in family.comfy_configs:
+                return family
+    return None
+
+
+def checkpoint_constants(family: Family, keys) -> dict:
+    """Keys a checkpoint of `family` holds that a loaded model does not: the CLIP position ids 0…76 (when the
+    text encoder is there)."""
+    key = family.position_ids
+    if key is None or key in keys or not any(k.startswith(key.split(".")[0] + ".") for k in keys):
+        return {}
+    return {key: torch.arange(77, dtype=torch.int64).unsqueeze(0)}

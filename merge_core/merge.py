@@ -227,10 +227,9 @@ def _stream_to_file(plan: Plan, inputs: Inputs, out_path, options: SaveOptions, 
     return MergeResult(plan, path=Path(out_path), seconds=time.perf_counter() - t0, notes=list(plan.notes))
 
 
-def _copy_plan(recipe: Recipe, family, keys, steps=None) -> Plan:
+def copy_plan(recipe: Recipe, family, steps: list) -> Plan:
     """A plan that writes one model's keys as they are (or with `steps`' Adjust)."""
-    return Plan(recipe=recipe, family=family, mode="weight_sum", calcmode=calcmodes.get("normal"),
-                steps=steps if steps is not None else [Step(k, KEEP) for k in keys])
+    return Plan(recipe=recipe, family=family, mode="weight_sum", calcmode=calcmodes.get("normal"), steps=steps)
 
 
 def adjust_to_file(model, adjust: str, out_path, options: Optional[SaveOptions] = None, *,
@@ -242,7 +241,7 @@ def adjust_to_file(model, adjust: str, out_path, options: Optional[SaveOptions] 
         info = ModelInfo.of(src)
         family = detect_family({"a": info})
         recipe = Recipe(model_a=str(model), model_b=str(model), adjust=adjust)
-        plan = _copy_plan(recipe, family, info.keys, adjust_plan(family, info.keys, adjust))
+        plan = copy_plan(recipe, family, adjust_plan(family, info.keys, adjust))
         metadata = dict(src.metadata(), supermerger_adjust=adjust) if options.metadata else {"format": "pt"}
         return _stream_to_file(plan, Inputs(src, src), out_path, options, metadata, progress, cancel)
     finally:
@@ -251,14 +250,21 @@ def adjust_to_file(model, adjust: str, out_path, options: Optional[SaveOptions] 
 
 def save_state_dict(tensors: dict, out_path, options: Optional[SaveOptions] = None, metadata: Optional[dict] = None,
                     *, progress: Optional[Callable] = None, cancel: Optional[Callable] = None) -> MergeResult:
-    """Write a checkpoint-format state dict (e.g. a model ComfyUI holds) with the save options: precision,
-    prune, reset CLIP ids; atomically, never over an existing file without `options.overwrite`."""
+    """Write a checkpoint-format state dict with the save options (see `save_source`)."""
+    return save_source(DictSource(tensors, "model"), out_path, options, metadata, progress=progress, cancel=cancel)
+
+
+def save_source(src, out_path, options: Optional[SaveOptions] = None, metadata: Optional[dict] = None, *,
+                family=None, progress: Optional[Callable] = None, cancel: Optional[Callable] = None) -> MergeResult:
+    """Write a model in checkpoint key space (a source: e.g. a model ComfyUI holds, its weights computed key by
+    key) with the save options: precision, prune, reset CLIP ids; atomically, never over an existing file without
+    `options.overwrite`. `family` is detected from the keys unless given."""
     options = options or SaveOptions()
     if options.bake_vae:
         raise MergeError("bake_vae", "connect the VAE to bake in instead")
-    src = DictSource(tensors, "model")
     info = ModelInfo.of(src)
-    plan = _copy_plan(Recipe(model_a="model", model_b="model"), detect_family({"a": info}), info.keys)
+    plan = copy_plan(Recipe(model_a="model", model_b="model"), family or detect_family({"a": info}),
+                     [Step(k, KEEP) for k in info.keys])
     plan = with_save_options(plan, Inputs(src, src), options)
     return _stream_to_file(plan, Inputs(src, src), out_path, options, metadata or {"format": "pt"}, progress,
                            cancel)

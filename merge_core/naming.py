@@ -44,9 +44,10 @@ def merge_name(mode: str, calcmode: str, a: str, b: str, c: str, alpha: float, b
 
 
 def file_name(name: str, fp16: bool = False, ext: str = ".safetensors", in_channels: Optional[int] = None,
-              custom: bool = False) -> str:
-    """File name for a merge name: spaces dropped, `,()` → `_`, `.fp16` and inpainting suffixes."""
-    pre = ".fp16" if fp16 else ""
+              custom: bool = False, number: int = 1) -> str:
+    """File name for a merge name: spaces dropped, `,()` → `_`, `.fp16` and inpainting suffixes; `number` > 1
+    is put before the suffixes (`name_2.fp16.safetensors`)."""
+    pre = ("" if number == 1 else f"_{number}") + (".fp16" if fp16 else "")
     kind = {9: "-inpainting", 8: "-instruct-pix2pix"}.get(in_channels, "")
     if custom:
         base = name[: -len(ext)] if name.endswith(ext) else name
@@ -77,3 +78,14 @@ def inside(base, filename: str, suffix: str = ".safetensors") -> Path:
     if base not in path.parents:
         raise MergeError("filename", f"'{filename}' leads outside the destination folder")
     return path
+
+
+def free_name(folder, name: str, **kwargs) -> Path:
+    """The first automatic file name for merge name `name` (see `file_name`) that does not exist in `folder`:
+    saving the same merge again gives `name_2`, `name_3`… instead of failing."""
+    number = 1
+    while True:
+        path = inside(folder, file_name(name, number=number, **kwargs))
+        if not path.exists():
+            return path
+        number += 1

@@ -7,6 +7,7 @@ and tested without touching a tensor.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import Callable, Optional
 
 from . import calcmodes
@@ -22,13 +23,24 @@ from .weights import RANDOM_TOKENS, BlockWeights, expand_preset, parse_block_wei
 
 CLIP_POSITION_IDS = "cond_stage_model.transformer.text_model.embeddings.position_ids"
 
-KEEP, MERGE, FROM_B, FROM_VAE, RESET_IDS = "keep", "merge", "from_b", "from_vae", "reset_ids"
+
+
+class Action(str, Enum):
+    """What a step does with its key."""
+    KEEP = "keep"  # model A's tensor (adjusted when the step carries an Adjustment)
+    MERGE = "merge"  # the calcmode's result
+    FROM_B = "from_b"  # model B's tensor (keys A lacks, SPEC §0 step 28)
+    FROM_VAE = "from_vae"  # a baked-in VAE's tensor (SPEC §10.7)
+    RESET_IDS = "reset_ids"  # CLIP position ids 0…76 (SPEC §10.6)
+
+
+KEEP, MERGE, FROM_B, FROM_VAE, RESET_IDS = Action
 
 
 @dataclass(frozen=True)
 class Step:
     key: str
-    action: str
+    action: Action
     alpha: float = 0.0
     beta: float = 0.0
     block: Optional[str] = None  # coarse block (MBW list slot)
@@ -197,14 +209,15 @@ def uses_model_c(recipe: Recipe) -> bool:
 
 def needs_seed(recipe: Recipe) -> bool:
     dice = DiceSettings.from_dict(recipe.dice)
-    return (dice.mode != "off" or recipe.calcmode == "plus random"
+    return (dice.mode != "off" or calcmodes.get(recipe.calcmode).needs_seed
             or any(_has_random(t) for t in (recipe.weights_alpha, recipe.weights_beta))
             or has_random_ratio(recipe.elemental))
 
 
 def build_plan(recipe: Recipe, a: ModelInfo, b: ModelInfo, c: Optional[ModelInfo] = None,
-               presets: Optional[dict] = None) -> Plan:
+               presets: Optional[dict] = None, family: Optional[Family] = None) -> Plan:
     """Resolve `recipe` against the inputs' key sets. `c` is None when the mode does not use model C.
+    `family`, when the caller knows it (ComfyUI's model config), is taken instead of detecting it from keys.
 
     A seed of -1 is drawn here when anything random needs one; the plan's recipe records it.
     """
@@ -215,7 +228,7 @@ def build_plan(recipe: Recipe, a: ModelInfo, b: ModelInfo, c: Optional[ModelInfo
     mode = effective_mode(recipe)
     if mode != recipe.mode:
         notes.append(f"calcmode {cm.name} works in {mode} mode: mode {recipe.mode} was switched to it")
-    family = detect_family({"a": a, "b": b, "c": c})
+    family = family or detect_family({"a": a, "b": b, "c": c})
     uses_c = uses_model_c(recipe)
     if uses_c and c is None:
         c = a  # SuperMerger: an empty model C is model A (SPEC §0 step 10)
@@ -262,7 +275,7 @@ def build_plan(recipe: Recipe, a: ModelInfo, b: ModelInfo, c: Optional[ModelInfo
                 raise MergeError(where, problem)
         _check_shapes(key, a, b, c if c_required or (uses_c and key in c) else None)
         adj = adjust.get(key)
-        if mode == "weight_sum" and cm.name == "normal" and alpha == 0:
+        if cm.unchanged is not None and cm.unchanged(mode, alpha, beta):
             # exactly A (B is not read), still adjusted
             steps.append(Step(key, KEEP, alpha, beta, ref.coarse, ref.fine, adjust=adj))
             continue

@@ -1,7 +1,8 @@
 """Block-weight presets read from the pack's `block_presets/` folder (SPEC §4.5, Appendix A).
 
 `merge_core` never imports its siblings, so the folder is found by path: the repository root is the
-parent of this package. A user's own presets file (same format) can be added with `extra`.
+parent of this package; an installed wheel carries the folder inside the package as `_presets`. A user's own
+presets file (same format) can be added with `extra`.
 """
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Optional
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "block_presets"
+_HERE = Path(__file__).resolve().parent
+PRESET_DIR = next((d for d in (_HERE.parent / "block_presets", _HERE / "_presets") if d.is_dir()),
+                  _HERE.parent / "block_presets")
 MBW_FILE = PRESET_DIR / "mbw_presets.tsv"
 LORA_FILE = PRESET_DIR / "lora_presets.tsv"
 

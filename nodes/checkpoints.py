@@ -191,8 +191,9 @@ def merge(node: str, recipe, merge_vae: bool, cache_models: int):
                 plan = merge_core.merge.keep_vae(plan)
             model, clip, vae = _load(node, inputs.a)
             into = _Into(model, clip, vae)
+            stats = merge_core.executor.run_prepass(plan, inputs, interrupted, progress())  # over every key
             changes = plan.replaced([s for s in plan.steps if s.action != merge_core.plan.KEEP or s.adjust is not None])
-            merge_core.run_plan(changes, inputs, into.write, progress=progress(), cancel=interrupted)
+            merge_core.run_plan(changes, inputs, into.write, progress=progress(), cancel=interrupted, stats=stats)
             into.finish()
             entry = merge_core.history.record(history(), plan, inputs, merge_core.merge.display_name(plan), "node",
                                               absolute_paths=False)

@@ -58,14 +58,17 @@ def _merge_node(node_id: str, mode: str, display: str, formula: str) -> type:
                 inputs=inputs,
                 outputs=[io.Model.Output(display_name="MODEL", tooltip="The merged model (lazy patches on A)."),
                          io.Clip.Output(display_name="CLIP", tooltip="The merged CLIP (None without CLIP inputs)."),
-                         io.String.Output(display_name="recipe", tooltip="The merge as recipe JSON.")])
+                         io.String.Output(display_name="recipe", tooltip="The merge as recipe JSON.")],
+                hidden=[io.Hidden.prompt, io.Hidden.unique_id])
 
         @classmethod
         def execute(cls, model_a, model_b, alpha, calcmode, model_c=None, beta=0.25, gamma=0.3,
                     use_old_calc=False, clip_a=None, clip_b=None, clip_c=None, weights=None) -> io.NodeOutput:
             try:
+                names = params.loader_names(cls.hidden.prompt, cls.hidden.unique_id)
                 recipe = params.build_recipe(mode, calcmode, alpha, beta, gamma, weights, use_old_calc,
-                                             ("model A", "model B", "model C" if model_c is not None else None))
+                                             (names.get("model_a", "model A"), names.get("model_b", "model B"),
+                                              names.get("model_c", "model C") if model_c is not None else None))
                 model, clip, plan = patching.merge_models(node_id, recipe, model_a, model_b, model_c,
                                                           clip_a, clip_b, clip_c)
             except params.MergeError as e:
@@ -192,24 +195,30 @@ class SuperMergerAdjust(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SuperMergerAdjust", display_name="Adjust (SuperMerger)", category=f"{CATEGORY}/model",
-            description="Detail, contrast, brightness and colour, by scaling the U-Net's first and last layers.",
-            inputs=[io.Model.Input("model", tooltip="The model to adjust (it is not modified; a patched copy "
-                                                    "is returned).")]
+            description="Detail, contrast, brightness and colour, by scaling the U-Net's first and last layers: of "
+                        "a model (MODEL in, MODEL out), or as part of a merge (weights chain in, weights out to the "
+                        "merge node), where, as in SuperMerger, keys Include/Exclude keeps as A are not adjusted.",
+            inputs=[io.Model.Input("model", optional=True,
+                                   tooltip="A model to adjust (it is not modified; a patched copy is returned).")]
             + [io.Float.Input(name.lower(), default=0.0, min=-10.0 if i >= 3 else -6.0, max=10.0 if i >= 3 else 6.0,
                               step=0.01, tooltip=ADJUST_TIPS[name])
-               for i, name in enumerate(ADJUST_TIPS)],
-            outputs=[io.Model.Output(display_name="MODEL")])
+               for i, name in enumerate(ADJUST_TIPS)]
+            + [Params.Input("weights", optional=True, tooltip="Chain: settings from another parameter node.")],
+            outputs=[io.Model.Output(display_name="MODEL", tooltip="The adjusted model (None without a model)."),
+                     Params.Output(display_name="weights", tooltip="The chain with Adjust added, for a merge node.")])
 
     @classmethod
-    def execute(cls, model, **values) -> io.NodeOutput:
+    def execute(cls, model=None, weights=None, **values) -> io.NodeOutput:
+        node = "SuperMergerAdjust"
         numbers = [float(values[name.lower()]) for name in ADJUST_TIPS]
-        if not any(numbers):
-            return io.NodeOutput(model)  # nothing to adjust: the model itself, no patches
-        text = ",".join(str(v) for v in numbers)
         try:
-            return io.NodeOutput(patching.adjust_model("SuperMergerAdjust", model, text))
+            chain = params.adjust(weights, numbers)
+            if model is None or not any(numbers):
+                return io.NodeOutput(model, chain)  # nothing to adjust: the model itself, no patches
+            text = ",".join(str(v) for v in numbers)
+            return io.NodeOutput(patching.adjust_model(node, model, text), chain)
         except params.MergeError as e:
-            raise params.node_error("SuperMergerAdjust", e) from None
+            raise params.node_error(node, e) from None
 
 
 class SuperMergerAnalysis(io.ComfyNode):

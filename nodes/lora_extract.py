@@ -1,9 +1,9 @@
 """LoRA extraction nodes (SPEC §13.9, §13.6): a LoRA file from two in-graph models, or from two LoRA files.
 
-`SuperMergerLoraExtract` reads the models' effective weights (their own patches applied) through
-`patching.source`, names text-encoder modules by ComfyUI's own LoRA key map (so they load back into the same
-CLIP), and writes the LoRA into the loras folder while showing progress and stopping on Interrupt. All maths
-is in merge_core.lora.extract / extract_two.
+`SuperMergerLoraExtract` reads the models' effective weights (their own patches applied) in checkpoint key
+space through `patching.ModelView`, so its modules and their names are those of an extraction from the
+checkpoint files, and writes the LoRA into the loras folder while showing progress and stopping on Interrupt.
+All maths is in merge_core.lora.extract / extract_two.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from comfy_api.v0_0_2 import io
 
-from . import keymap, params, patching
+from . import params, patching
 from ._engine import merge_core
 from .common import interrupted, progress, stops_on_interrupt
 
@@ -22,8 +22,6 @@ for _module in ("extract", "extract_two", "files", "merge", "metadata", "syntax"
 MergeError = merge_core.MergeError
 CATEGORY = "SuperMerger/lora"
 PRECISIONS = ["fp16", "bf16", "float"]
-# The kohya prefix ComfyUI's key map offers for each text encoder of a family (it lists aliases too).
-TE_PREFIXES = {"sd1": ("lora_te_",), "sd2": ("lora_te_",), "sdxl": ("lora_te1_", "lora_te2_")}
 
 
 def output_path(node: str, filename: str, default: str) -> tuple:
@@ -40,18 +38,6 @@ def output_path(node: str, filename: str, default: str) -> tuple:
     return folder, out
 
 
-def _te_modules(clip, family: str) -> dict:
-    """ComfyUI CLIP key → kohya module name, from ComfyUI's own LoRA key map."""
-    import comfy.lora
-
-    prefixes = TE_PREFIXES.get(family, ())
-    out = {}
-    for module, key in comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}).items():
-        if module.startswith(prefixes) and "_text_model_encoder_layers_" in module:
-            out.setdefault(key, module)
-    return out
-
-
 def extract_from_models(node: str, model_a, model_b, clip_a, clip_b, options, filename: str,
                         overwrite: bool) -> str:
     """Write the LoRA α·A − β·B into the loras folder; returns its name there."""
@@ -60,19 +46,17 @@ def extract_from_models(node: str, model_a, model_b, clip_a, clip_b, options, fi
     if (clip_a is None) != (clip_b is None):
         raise MergeError(f"{node}: clip inputs", "connect clip_a and clip_b together (the text encoder is "
                                                  "extracted from both), or neither")
-    a = patching.source("model A", model_a, clip_a)
-    b = patching.source("model B", model_b, clip_b, a.family)
-    te = _te_modules(clip_a, a.family.name) if clip_a is not None else {}
-
-    def module_of(key):
-        return te.get(a.comfy_key(key)) if not key.startswith(keymap.UNET[1]) else None
-
+    try:
+        a = patching.ModelView("model A", model_a, clip_a)
+        b = patching.ModelView("model B", model_b, clip_b)
+        patching.same_family({"a": a, "b": b})
+    except MergeError as e:
+        raise e.at(f"{node}:") from None
     v_prediction = model_a.model.model_type == comfy.model_base.ModelType.V_PREDICTION
     options = merge_core.lora.extract.ExtractOptions(**{**options, "v_prediction": v_prediction})
     folder, out = output_path(node, filename, "lora_extract")
     with stops_on_interrupt():
         merge_core.lora.extract.extract_lora(a, b, options, out, overwrite, family=a.family,
-                                             module_of=module_of if te else None,
                                              progress=progress(),
                                              cancel=interrupted)
     return out.relative_to(folder).as_posix()

@@ -11,7 +11,7 @@ from ._engine import merge_core
 
 MergeError = merge_core.MergeError
 PARAM_FIELDS = ("weights_alpha", "weights_beta", "elemental", "elemental_extended", "include_exclude", "seed",
-                "dice")
+                "dice", "adjust")
 NO_PRESET = "(none)"
 
 
@@ -78,6 +78,17 @@ def dice(prev, mode: str, seed: int, alpha: bool = True, beta: bool = False, cus
     return out
 
 
+def adjust(prev, values: list) -> dict:
+    """Adjust's eight values (SPEC §6) as part of a merge, applied where the merge applies it: to the six Adjust
+    keys it merges, not to those Include/Exclude keeps as model A."""
+    out = _chain(prev)
+    if any(values):
+        out["adjust"] = ",".join(str(float(v)) for v in values)
+    else:
+        out.pop("adjust", None)
+    return out
+
+
 def panel(prev, weights_alpha: str = "", weights_beta: str = "", elemental_text: str = "",
           inex_mode: str = "off", inex_blocks: str = "", inex_elements: str = "") -> dict:
     """The checkpoint-merge node's own fields, on top of a connected parameter chain: block weights and
@@ -93,9 +104,25 @@ def build_recipe(mode: str, calcmode: str, alpha: float, beta: float = 0.25, gam
                  params: Optional[dict] = None, use_old_calc: bool = False,
                  names: tuple = ("model A", "model B", None), adjust: str = "") -> "merge_core.Recipe":
     fields = _chain(params)
+    if adjust.strip():  # the panel's own field wins over the chain's
+        fields["adjust"] = adjust.strip()
     return merge_core.Recipe(model_a=names[0], model_b=names[1], model_c=names[2], mode=mode, calcmode=calcmode,
-                             alpha=alpha, beta=beta, gamma=gamma, use_old_calc=use_old_calc, adjust=adjust.strip(),
-                             **fields)
+                             alpha=alpha, beta=beta, gamma=gamma, use_old_calc=use_old_calc, **fields)
+
+
+def loader_names(prompt: Optional[dict], node_id, fields=("model_a", "model_b", "model_c")) -> dict:
+    """Field → checkpoint name of the loader wired straight into that input of node `node_id`, as far as the
+    prompt being run shows one (a loader is a node with a `ckpt_name`), so an in-graph merge's recipe, history
+    entry and file name name its real inputs."""
+    node = (prompt or {}).get(str(node_id), {})
+    out = {}
+    for field in fields:
+        link = node.get("inputs", {}).get(field)
+        if isinstance(link, list) and link:
+            name = (prompt.get(str(link[0]), {}).get("inputs", {})).get("ckpt_name")
+            if isinstance(name, str) and name:
+                out[field] = name
+    return out
 
 
 def node_error(node: str, err: Exception) -> Exception:

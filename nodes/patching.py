@@ -1,15 +1,17 @@
 """ComfyUI glue: a merge plan carried out lazily through ComfyUI's own weight-patch mechanism.
 
-Every merged key becomes a `WeightAdapterBase` patch on a clone of model A. Nothing is computed or copied
-when the node runs (except a calcmode's global pre-pass): ComfyUI calls the patch when it loads the model
-for sampling, handing it A's weight (with A's own patches, e.g. LoRAs, already applied); the patch reads B's
-and C's weights the same way, with their patches, and calls the engine's per-key function. The loaded
-models themselves are never modified.
+The merge sees ComfyUI's models in checkpoint key space (`keyspace`: the names, shapes and fused tensors of
+the checkpoint file, from ComfyUI's own conversions), so the plan and every merged tensor are those of a file
+merge. Each ComfyUI weight the plan changes gets a `WeightAdapterBase` patch on a clone of model A. Nothing is
+computed or copied when the node runs (except a calcmode's global pre-pass): ComfyUI calls the patch when it
+loads the model for sampling; the patch reads A's, B's and C's effective weights (their own patches, e.g.
+LoRAs, applied), has the engine's step evaluator compute the checkpoint tensor and hands back its share of it.
+The loaded models themselves are never modified.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -19,12 +21,13 @@ import comfy.model_patcher
 from comfy.patcher_extension import CallbacksMP
 from comfy.weight_adapter import WeightAdapterBase
 
-from . import keymap
+from . import keyspace
 from ._engine import merge_core
 from .common import interrupted, progress, stops_on_interrupt
 
 MergeError = merge_core.MergeError
 F32 = torch.float32
+UNET_PREFIX = "diffusion_model."
 
 
 def effective_weight(key_patches: list, key: str, device=None) -> torch.Tensor:
@@ -32,77 +35,116 @@ def effective_weight(key_patches: list, key: str, device=None) -> torch.Tensor:
     weight, convert = key_patches[0]
     device = device if device is not None else weight.device
     if len(key_patches) == 1 and weight.dtype == F32 and weight.device == torch.device(device):
-        return convert(weight, inplace=False)  # read only: the loaded weight itself, no copy
+        return convert(weight, inplace=False).detach()  # read only: the loaded weight itself, no copy
     t = convert(mm.cast_to_device(weight, device, F32, copy=True), inplace=True)
     if len(key_patches) > 1:
         t = comfy.lora.calculate_weight(key_patches[1:], t, key, intermediate_dtype=F32)
     return t
 
 
-@dataclass
-class Part:
-    """One patcher's share of a model: its key patches and ComfyUI key → checkpoint key."""
-    patches: dict
-    names: dict
+def family_of(model) -> "merge_core.Family":
+    """The family of a MODEL from the model config ComfyUI detected for it (never guessed from key names)."""
+    config = model.model.model_config
+    family = merge_core.families.for_comfy_config(c.__name__ for c in type(config).__mro__)
+    if family is None:
+        raise MergeError("model", f"{type(config).__name__} models are not supported (SD1.x, SD2.x, SDXL and Flux "
+                                  "are)")
+    return family
 
 
-class PatcherSource(merge_core.DictSource):
-    """A merge_core source over in-graph models: checkpoint-named keys → effective float32 weights."""
+_LAYOUTS: OrderedDict = OrderedDict()  # the same kind of model is loaded again and again: derive its layout once
 
-    def __init__(self, name: str, parts: list, family=None):
+
+def _layout(config, part: str, patches: dict) -> keyspace.Layout:
+    shapes = {k: tuple(v[0][0].shape) for k, v in patches.items()}
+    cache_key = (type(config).__qualname__, part, hash(tuple(sorted(shapes.items()))))
+    if cache_key in _LAYOUTS:
+        _LAYOUTS.move_to_end(cache_key)
+        return _LAYOUTS[cache_key]
+    if part == "unet":
+        prefix = next(iter(config.process_unet_state_dict_for_saving({"": None})))  # what saving puts in front
+
+        def to_checkpoint(sd):
+            return config.process_unet_state_dict_for_saving({k[len(UNET_PREFIX):]: v for k, v in sd.items()})
+
+        def to_comfy(sd):
+            inner = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            return {UNET_PREFIX + k: v for k, v in config.process_unet_state_dict(inner).items()}
+    else:
+        to_checkpoint, to_comfy = config.process_clip_state_dict_for_saving, config.process_clip_state_dict
+    layout = keyspace.derive(shapes, to_checkpoint, to_comfy)
+    _LAYOUTS[cache_key] = layout
+    while len(_LAYOUTS) > 8:
+        _LAYOUTS.popitem(last=False)
+    return layout
+
+
+class ModelView(merge_core.DictSource):
+    """A merge_core source over an in-graph MODEL (and CLIP) in checkpoint key space: effective float32
+    weights (their patches applied), fused tensors put together from ComfyUI's parts."""
+
+    def __init__(self, name: str, model, clip=None, family=None):
         super().__init__({}, name)
-        self.family = family
-        self._where = {}
-        for part in parts:
-            for comfy_key, ckpt_key in part.names.items():
-                self._where[ckpt_key] = (part.patches, comfy_key)
-        self._keys = sorted(self._where)  # the order of a saved checkpoint
+        self.family = family or family_of(model)
+        config = model.model.model_config
+        self._entries = {}  # checkpoint key → (key patches, Entry)
+        self._constants = {}
+        parts = [("unet", model.get_key_patches(UNET_PREFIX))]
+        if clip is not None:
+            parts.append(("clip", clip.get_key_patches()))
+        for part, patches in parts:
+            layout = _layout(config, part, patches)
+            if part == "clip" and patches and not layout.entries:
+                raise MergeError("clip", f"does not belong to a {self.family.label} model (none of its weights has "
+                                         "a place in that model's checkpoint)")
+            self._entries.update({k: (patches, e) for k, e in layout.entries.items()})
+            self._constants.update(layout.constants)
+        if clip is not None:
+            self._constants.update(merge_core.families.checkpoint_constants(self.family, self._entries))
+        self._keys = sorted(set(self._entries) | set(self._constants))  # the order of a saved checkpoint
 
     def keys(self):
         return list(self._keys)
 
     def __contains__(self, key):
-        return key in self._where
+        return key in self._entries or key in self._constants
 
-    def comfy_key(self, key):
-        return self._where[key][1]
+    def slots(self, key) -> tuple:
+        return self._entries[key][1].slots
 
-    def key_patches(self, key):
-        patches, comfy_key = self._where[key]
-        return patches[comfy_key]
+    def comfy_keys(self, key) -> list:
+        return [s.comfy_key for s in self.slots(key)] if key in self._entries else []
 
     def shape(self, key):
-        return tuple(self.key_patches(key)[0][0].shape)
+        return self._entries[key][1].shape if key in self._entries else tuple(self._constants[key].shape)
 
     def dtype(self, key):
-        return F32
+        return F32 if key in self._entries else self._constants[key].dtype
 
-    def get(self, key):
-        return effective_weight(self.key_patches(key), self.comfy_key(key))
-
-
-def source(name: str, model, clip=None, family=None) -> PatcherSource:
-    """Wrap a MODEL (and optionally its CLIP) as one model for the planner. The family is detected from the
-    U-Net keys unless given (CLIP key names depend on it)."""
-    unet = Part(model.get_key_patches("diffusion_model."), {})
-    unet.names = {k: keymap.unet_name(k) for k in unet.patches}
-    if family is None:
-        info = merge_core.ModelInfo.of(PatcherSource(name, [unet]))
-        family = merge_core.families.detect(set(info.keys), name, merge_core.plan.context_dim(info))
-    parts = [unet]
-    if clip is not None:
-        te = clip.get_key_patches()
-        parts.append(Part(te, {k: n for k in te if (n := keymap.clip_name(k, family.name)) is not None}))
-    return PatcherSource(name, parts, family)
+    @torch.no_grad()
+    def get(self, key, device=None):
+        if key in self._constants:
+            return self._constants[key]
+        patches, entry = self._entries[key]
+        if len(entry.slots) == 1 and entry.slots[0].whole:
+            slot = entry.slots[0]
+            return effective_weight(patches[slot.comfy_key], slot.comfy_key, device)
+        whole = None
+        for slot in entry.slots:
+            part = effective_weight(patches[slot.comfy_key], slot.comfy_key, device)
+            if whole is None:
+                whole = torch.empty(entry.shape, dtype=F32, device=part.device)
+            slot.put(whole, part)
+        return whole
 
 
 class MergePatch(WeightAdapterBase):
-    """One merged key, evaluated when ComfyUI loads the model."""
+    """One ComfyUI weight of a merged key, evaluated when ComfyUI loads the model."""
 
     name = "supermerger"
 
-    def __init__(self, job: "LazyMerge", step):
-        self.job, self.step = job, step
+    def __init__(self, job: "LazyMerge", step, slot):
+        self.job, self.step, self.slot = job, step, slot
         self.loaded_keys = set()
         self.weights = []
         self._computed = False
@@ -115,19 +157,11 @@ class MergePatch(WeightAdapterBase):
         # ComfyUI does not look for Interrupt while it patches a model, and a costly calcmode can patch for
         # minutes; its loader undoes the weights patched so far when this raises (partially_load → detach).
         mm.throw_exception_if_processing_interrupted()
-        step, job = self.step, self.job
-        if step.action != "merge":  # a kept key that only Adjust changes
-            return merge_core.executor.kept(step, weight)
-        b = job.b.key_patches(step.key)
-        c = job.c.key_patches(step.key) if step.reads_c else None
-        out = merge_core.executor.merge_key(
-            job.plan, step, weight, effective_weight(b, key, weight.device),
-            effective_weight(c, key, weight.device) if c is not None else None, job.stats)
-        if out is None:
-            return weight
-        if not torch.isfinite(out).all():
-            raise MergeError(f"{job.node}: key {step.key}", "the merge produced NaN or infinite values "
-                                                            f"(alpha {step.alpha}, beta {step.beta})")
+        job = self.job
+        if self.slot.whole:  # A's weight as ComfyUI hands it over (its own patches applied) is A's tensor
+            out = job.evaluate(self.step, weight.device, a=weight)
+        else:
+            out = self.slot.take(job.whole(self.step, weight.device))
         if job.costly:
             # A model loaded whole asks once: keeping a copy would double its memory. Asked again, ComfyUI is
             # patching on every step (low-VRAM mode) or reloading: from then on the result is kept.
@@ -141,14 +175,35 @@ class MergePatch(WeightAdapterBase):
 class LazyMerge:
     node: str
     plan: object
-    a: PatcherSource
-    b: PatcherSource
-    c: Optional[PatcherSource]
+    views: dict  # role → ModelView ("a", "b", "c")
     stats: object = None
+
+    def __post_init__(self):
+        self._wholes: OrderedDict = OrderedDict()  # fused tensors, shared by the ComfyUI weights they hold
 
     @property
     def costly(self) -> bool:
-        return self.plan.calcmode.name.startswith("smoothAdd")
+        return self.plan is not None and self.plan.calcmode.costly
+
+    def names(self) -> dict:
+        return {role: view.name for role, view in self.views.items()}
+
+    def evaluate(self, step, device, a=None):
+        def read(role, key):
+            if role == "a" and a is not None:
+                return a
+            return self.views[role].get(key, device)
+        return merge_core.steps.evaluate(self.plan, step, read, self.stats, self.names())
+
+    def whole(self, step, device):
+        """The checkpoint tensor of a fused key, computed once for all its ComfyUI weights (which ComfyUI
+        patches one after another)."""
+        cache_key = (step.key, str(device))
+        if cache_key not in self._wholes:
+            self._wholes[cache_key] = self.evaluate(step, device)
+            while len(self._wholes) > 2:
+                self._wholes.popitem(last=False)
+        return self._wholes[cache_key]
 
 
 def merge_models(node: str, recipe, model_a, model_b, model_c=None, clip_a=None, clip_b=None, clip_c=None):
@@ -156,29 +211,46 @@ def merge_models(node: str, recipe, model_a, model_b, model_c=None, clip_a=None,
     if (clip_a is None) != (clip_b is None) or (clip_c is not None and clip_a is None):
         raise MergeError(f"{node}: clip inputs", "connect clip_a and clip_b together (and clip_c only with them), "
                                                  "or none of them")
-    a = source("model A", model_a, clip_a)
-    b = source("model B", model_b, clip_b)
     uses_c = merge_core.plan.uses_model_c(recipe)
-    c = source("model C", model_c, clip_c) if (model_c is not None and uses_c) else None
-    if clip_c is None and c is not None and clip_a is not None:
+    if clip_c is None and model_c is not None and uses_c and clip_a is not None:
         raise MergeError(f"{node}: clip_c", "is needed with clip_a and clip_b when model C takes part")
-    info = merge_core.ModelInfo.of
     try:
-        plan = merge_core.build_plan(recipe, info(a), info(b), info(c) if c is not None else None)
+        views = {"a": ModelView("model A", model_a, clip_a)}
+        views["b"] = ModelView("model B", model_b, clip_b)
+        if model_c is not None and uses_c:
+            views["c"] = ModelView("model C", model_c, clip_c)
+        same_family(views)
+        info = merge_core.ModelInfo.of
+        plan = merge_core.build_plan(recipe, info(views["a"]), info(views["b"]),
+                                     info(views["c"]) if "c" in views else None, family=views["a"].family)
     except MergeError as e:
         raise e.at(f"{node}:") from None
-    job = LazyMerge(node, plan, a, b, c if c is not None else a)
+    views.setdefault("c", views["a"])  # SuperMerger: an empty model C is model A
+    job = LazyMerge(node, plan, views)
     with stops_on_interrupt():
-        job.stats = merge_core.executor.run_prepass(plan, merge_core.Inputs(a, b, job.c), interrupted, progress())
-
+        job.stats = merge_core.executor.run_prepass(plan, merge_core.Inputs(views["a"], views["b"], views["c"]),
+                                                    interrupted, progress())
     model = model_a.clone()
     clip = clip_a.clone() if clip_a is not None else None
+    _patch(node, job, views["a"], model, clip)
+    return model, clip, plan
+
+
+def same_family(views: dict) -> None:
+    if len({v.family.name for v in views.values()}) > 1:
+        listing = ", ".join(f"model_{role} is {v.family.label}" for role, v in views.items())
+        raise MergeError("models", f"cannot merge models of different families: {listing}")
+
+
+def _patch(node: str, job: LazyMerge, view: ModelView, model, clip=None) -> None:
+    """Add a MergePatch for every ComfyUI weight of every step that changes its key."""
     unet_patches, clip_patches = {}, {}
-    for step in plan.steps:
-        if step.action == "merge" or (step.action == "keep" and step.adjust is not None):
-            key = a.comfy_key(step.key)
-            target = unet_patches if step.key.startswith(keymap.UNET[1]) else clip_patches
-            target[key] = MergePatch(job, step)
+    for step in job.plan.steps:
+        if step.action is merge_core.plan.Action.MERGE or (step.action is merge_core.plan.Action.KEEP
+                                                           and step.adjust is not None):
+            for slot in view.slots(step.key):
+                target = unet_patches if slot.comfy_key.startswith(UNET_PREFIX) else clip_patches
+                target[slot.comfy_key] = MergePatch(job, step, slot)
     added = set(model.add_patches(unet_patches, 1.0, 1.0))
     if clip is not None and clip_patches:
         added |= set(clip.add_patches(clip_patches, 1.0, 1.0))
@@ -188,7 +260,6 @@ def merge_models(node: str, recipe, model_a, model_b, model_c=None, clip_a=None,
     _undo_low_vram_on_detach(model)
     if clip is not None:
         _undo_low_vram_on_detach(clip.patcher)
-    return model, clip, plan
 
 
 def _wipe_low_vram_functions(patcher, unpatch_all: bool) -> None:
@@ -209,20 +280,21 @@ def _undo_low_vram_on_detach(patcher) -> None:
 
 def adjust_model(node: str, model, adjust: str):
     """A clone of `model` with Adjust applied lazily to its six Adjust keys."""
-    src = source("model", model)
-    steps = [s for s in merge_core.plan.adjust_plan(src.family, src.keys(), adjust) if s.adjust]
-    job = LazyMerge(node, None, None, None, None)
+    view = ModelView("model", model)
+    steps = [s for s in merge_core.plan.adjust_plan(view.family, view.keys(), adjust) if s.adjust]
+    plan = merge_core.merge.copy_plan(merge_core.Recipe(model_a="model", model_b="model", adjust=adjust),
+                                      view.family, steps)
     out = model.clone()
-    out.add_patches({src.comfy_key(s.key): MergePatch(job, s) for s in steps}, 1.0, 1.0)
-    _undo_low_vram_on_detach(out)
+    _patch(node, LazyMerge(node, plan, {"a": view}), view, out)
     return out
 
 
 def analyze(node: str, model_a, model_b, mode: str, method: str, clip_a=None, clip_b=None):
     """Similarity of two in-graph models (their effective weights, patches applied)."""
-    a = source("model A", model_a, clip_a if clip_b is not None else None)
-    b = source("model B", model_b, clip_b if clip_a is not None else None)
-    family = merge_core.plan.detect_family({"a": merge_core.ModelInfo.of(a), "b": merge_core.ModelInfo.of(b)})
+    a = ModelView("model A", model_a, clip_a if clip_b is not None else None)
+    b = ModelView("model B", model_b, clip_b if clip_a is not None else None)
+    same_family({"a": a, "b": b})
+    family = a.family
     analysis = merge_core.analysis
     with stops_on_interrupt():
         if mode == "asimilarity":
@@ -246,5 +318,5 @@ def elements(node: str, ckpt_name, model=None, clip=None, contains: str = ""):
             return merge_core.analysis.elements(src, family, contains or None)
     if model is None:
         raise MergeError(f"{node}: model", "connect a model or choose a checkpoint")
-    src = source("model", model, clip)
-    return merge_core.analysis.elements(src, src.family, contains or None)
+    view = ModelView("model", model, clip)
+    return merge_core.analysis.elements(view, view.family, contains or None)

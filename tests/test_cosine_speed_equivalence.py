@@ -12,7 +12,8 @@ from torch.nn.functional import cosine_similarity, normalize
 from helpers import CONV_IN
 from merge_core import DictSource, Inputs, Recipe
 from merge_core.calcmodes import cosine
-from merge_core.executor import merge_key, run_prepass
+from merge_core.executor import run_prepass
+from merge_core.steps import merge_tensors as merge_key
 from merge_core.merge import make_plan
 from merge_core.synthetic import tiny_sd1
 
@@ -32,9 +33,7 @@ def frozen_similarities(a, b, normalised):
 
 def frozen_prepass(pairs, normalised):
     parts, combined = [], {}
-    for key, a, b in pairs:
-        if a.dim() == 0:
-            continue
+    for key, a, b in pairs:  # 0-dim tensors count, as in SuperMerger (issue #12 corrected the old skip)
         s, comb = frozen_similarities(a, b, normalised)
         parts.append((s if normalised else comb).reshape(-1).double().cpu().numpy())
         combined[key] = comb.cpu()

@@ -4,7 +4,7 @@ import pytest
 from merge_core import MergeError, Recipe
 from merge_core.families import FAMILIES
 from merge_core.synthetic import sd1_layout, sdxl_layout
-from nodes import keymap, params
+from nodes import params
 
 
 def test_each_mode_offers_the_calcmodes_declared_for_it():
@@ -63,42 +63,6 @@ def test_a_foreign_value_on_the_weights_input_is_refused():
         params.build_recipe("weight_sum", "normal", 0.5, params={"lora": 1})
 
 
-# ComfyUI key names → checkpoint names ---------------------------------------------------------------
-
-def _comfy_names(layout: dict, family: str) -> dict:
-    """The names ComfyUI gives these checkpoint keys (inverse of the keymap tables)."""
-    out = {}
-    for key in layout:
-        if key.startswith("model.diffusion_model."):
-            out["diffusion_model." + key[len("model.diffusion_model."):]] = key
-            continue
-        for comfy, ckpt in keymap.CLIP_PREFIXES[family]:
-            if key.startswith(ckpt) and not ckpt.endswith("text_projection"):
-                out[comfy + key[len(ckpt):]] = key
-                break
-    return out
-
-
-@pytest.mark.parametrize("family,layout", [("sd1", sd1_layout(1 / 40, 2, 64)),
-                                           ("sdxl", sdxl_layout(1 / 40, (2, 10), 64))])
-def test_comfy_names_translate_back_to_checkpoint_names_and_blocks(family, layout):
-    fam = FAMILIES[family]
-    for comfy, ckpt in _comfy_names(layout, family).items():
-        name = keymap.unet_name(comfy) or keymap.clip_name(comfy, family)
-        assert name == ckpt
-        assert fam.block_of(name) == fam.block_of(ckpt)
-
-
-def test_clip_keys_comfy_never_merges_are_skipped_and_xl_projection_is_not_merged():
-    assert keymap.clip_name("clip_l.transformer.text_model.embeddings.position_ids", "sd1") is None
-    assert keymap.clip_name("clip_g.logit_scale", "sdxl") is None
-    for family in ("sd1", "sdxl"):  # ComfyUI has it, checkpoints do not: uninitialised memory, never merged
-        assert keymap.clip_name("clip_l.transformer.text_projection.weight", family) is None
-    name = keymap.clip_name("clip_g.transformer.text_projection.weight", "sdxl")
-    assert name == "conditioner.embedders.1.model.text_projection"
-    assert FAMILIES["sdxl"].block_of(name) is None  # SuperMerger never merges it (no weight/bias in the name)
-
-
 def test_checkpoint_panel_fields_win_over_the_chain_and_elemental_adds_up():
     chain = params.include_exclude(params.elemental(params.block_weights(None, "", "", "GRAD_V"), "IN01::0.2"),
                                    "exclude", "OUT11", "")
@@ -112,3 +76,25 @@ def test_checkpoint_panel_fields_win_over_the_chain_and_elemental_adds_up():
     assert r.adjust == "1,0,0,0,0,0,0,0" and r.model_a == "a.safetensors"
     with pytest.raises(MergeError, match="NOPE"):
         params.panel(None, "NOPE")
+
+
+def test_loader_names_are_the_checkpoints_wired_straight_into_the_model_inputs():
+    prompt = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sub/a.safetensors"}},
+              "2": {"class_type": "LoraLoader", "inputs": {"model": ["1", 0], "lora_name": "x.safetensors"}},
+              "3": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "c.safetensors"}},
+              "9": {"class_type": "SuperMergerAddDifference",
+                    "inputs": {"model_a": ["1", 0], "model_b": ["2", 0], "model_c": ["3", 0], "alpha": 0.5}}}
+    # model_b comes through a LoRA: it is not the checkpoint file any more, so it has no name
+    assert params.loader_names(prompt, "9") == {"model_a": "sub/a.safetensors", "model_c": "c.safetensors"}
+    assert params.loader_names(prompt, 9) == params.loader_names(prompt, "9")
+    assert params.loader_names(None, "9") == {} == params.loader_names(prompt, "404")
+
+
+def test_adjust_joins_the_chain_and_all_zeros_leaves_it_out():
+    chain = params.adjust(params.elemental(None, "OUT03:attn2:0.5"), [1, 0, 0, 0, 2, 0, 0, 0])
+    assert chain == {"elemental": "OUT03:attn2:0.5", "adjust": "1.0,0.0,0.0,0.0,2.0,0.0,0.0,0.0"}
+    assert "adjust" not in params.adjust(chain, [0] * 8)
+    recipe = params.build_recipe("weight_sum", "normal", 0.5, params=chain)
+    assert recipe.adjust == "1.0,0.0,0.0,0.0,2.0,0.0,0.0,0.0"
+    assert params.build_recipe("weight_sum", "normal", 0.5, params=chain, adjust="0,1,0,0,0,0,0,0").adjust == \
+        "0,1,0,0,0,0,0,0"  # Checkpoint Merge's own field wins

@@ -111,7 +111,7 @@ def test_a_ckpt_that_is_not_a_pickle_is_called_unreadable_not_unsafe(tmp_path):
 def test_cosine_merges_from_the_prepass_similarities_equal_recomputed_ones(sd1):
     import dataclasses
 
-    from merge_core.executor import merge_key
+    from merge_core.steps import merge_tensors as merge_key
 
     a, b, _ = sd1
     for calcmode in ("cosineA", "cosineB"):
@@ -140,3 +140,35 @@ def test_cosine_similarities_through_reused_buffers_equal_plain_normalize(sd1):
         m = torch.dot(an.reshape(-1), bn.reshape(-1)) / (torch.norm(an) * torch.norm(bn)).clamp_min(1e-8)
         got_s, got_comb = _similarities(a[key], b[key], True)
         assert torch.equal(got_s, s) and torch.equal(got_comb, (s + m) / 2), key
+
+
+def test_cosine_prepass_counts_0_dim_tensors_as_supermerger_does():
+    """SDXL's CLIP-G `logit_scale` and SD1's `model_ema.decay` are 0-dim "model" keys: SuperMerger's pre-pass
+    (SPEC §2.2) normalises and compares them like any other, and so shifts the 1st/99th percentiles. The oracle
+    below is that pre-pass written out with plain torch/numpy over every key it reads."""
+    import numpy as np
+    from torch.nn.functional import cosine_similarity, normalize
+
+    from merge_core.synthetic import tiny_sdxl
+
+    a, b = tiny_sdxl(1), tiny_sdxl(2)
+    scalar = "conditioner.embedders.1.model.logit_scale"
+    assert a[scalar].dim() == 0
+    # a few tiny, nearly identical tensors would sit inside the trimmed range anyway; make the scalar decide the
+    # top: every other similarity stays below 1, the scalar's is exactly 1 (x/|x| of a positive scalar)
+    a[scalar], b[scalar] = torch.tensor(2.0), torch.tensor(3.0)
+    values = []
+    for key in a:
+        if "model" not in key or "first_stage_model" in key or key not in b:
+            continue
+        s = cosine_similarity(normalize(a[key].float(), p=2, dim=0), normalize(b[key].float(), p=2, dim=0), dim=0)
+        values.append(s.reshape(-1).double().numpy())
+    v = np.concatenate(values)
+    v = v[~np.isnan(v)]
+    v = v[v >= np.percentile(v, 1, method="midpoint")]
+    v = v[v <= np.percentile(v, 99, method="midpoint")]
+    recipe = Recipe(model_a="A", model_b="B", calcmode="cosineA", alpha=0.3)
+    inputs = Inputs(DictSource(a, "A"), DictSource(b, "B"))
+    stats = run_prepass(make_plan(recipe, inputs), inputs)
+    assert (stats.low, stats.high) == (float(v.min()), float(v.max()))
+    assert scalar in stats.combined

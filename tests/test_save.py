@@ -423,3 +423,17 @@ def test_keep_vae_keeps_a_s_vae_and_merges_the_rest():
             assert out[k] is a[k]
         elif k.startswith(U) and a[k].is_floating_point():
             assert not torch.equal(out[k], a[k]), k
+
+
+def test_an_automatic_name_that_exists_gets_the_next_number_before_its_suffixes(tmp_path):
+    from merge_core.naming import free_name
+
+    name = "A x 0.7 + B x 0.3"
+    first = free_name(tmp_path, name, fp16=True, in_channels=9)
+    assert first.name == "Ax0.7+Bx0.3.fp16-inpainting.safetensors"
+    first.touch()
+    second = free_name(tmp_path, name, fp16=True, in_channels=9)
+    assert second.name == "Ax0.7+Bx0.3_2.fp16-inpainting.safetensors"
+    second.touch()
+    assert free_name(tmp_path, name, fp16=True, in_channels=9).name == "Ax0.7+Bx0.3_3.fp16-inpainting.safetensors"
+    assert free_name(tmp_path, "merge_7").name == "merge_7.safetensors"

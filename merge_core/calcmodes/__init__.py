@@ -28,10 +28,13 @@ class KeyArgs:
 
 @dataclass(frozen=True)
 class Calcmode:
+    """A calcmode and what callers need to know of it, so that none of them tests its name."""
     name: str
     fn: Callable
     modes: tuple  # modes the calcmode is meant for (the UI offers it there)
-    reads_c: bool = False  # takes C itself, so add difference does no Stage-0 B − C
+    # What it reads: the weights of A, B and C itself (True), or what the mode hands it (False: add difference
+    # gives it B − C, formed in Stage 0, and no C).
+    reads_c: bool = False
     forced_mode: Optional[str] = None  # SuperMerger switches the mode to this one
     uses_beta: bool = False  # β (and an MBW β list) apply whatever the mode
     uses_gamma: bool = False
@@ -40,6 +43,10 @@ class Calcmode:
     parallel: bool = False  # expensive per key and single-threaded: run keys side by side
     min_dim: int = 0  # tensors with fewer dimensions are left as A
     check: Optional[Callable] = None  # (alpha, beta, gamma) -> problem text or None, checked per key at plan time
+    costly: bool = False  # minutes for a whole model: worth keeping a result that is asked for twice
+    needs_seed: bool = False  # draws random numbers from the recipe's seed
+    # (mode, alpha, beta) -> True where the result is model A exactly, without reading B: such keys stay A
+    unchanged: Optional[Callable] = None
 
 
 CALCMODES: dict = {}

@@ -172,9 +172,7 @@ def _trimmed_range(values: np.ndarray) -> SimilarityRange:
 def _prepass(normalised: bool):
     def run(pairs):
         parts, combined = [], {}
-        for key, a, b in pairs:
-            if a.dim() == 0:
-                continue
+        for key, a, b in pairs:  # 0-dim tensors too (logit_scale, model_ema.decay): SuperMerger counts them
             s, comb = _similarities(a, b, normalised)
             # cosineA's range uses the column similarity, cosineB's the combined one (SPEC §2.2)
             parts.append((s if normalised else comb).reshape(-1).double().cpu().numpy())

@@ -23,7 +23,7 @@ def key_generator(seed: int, key: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
-@register("plus random", modes=("weight_sum",), skip_key=_skips)
+@register("plus random", modes=("weight_sum",), skip_key=_skips, needs_seed=True)
 def plus_random(a, b, c, p):
     """A + α·N(0, 1) noise, seeded from the recipe's seed (SuperMerger's is unseeded, SPEC §2.9)."""
     if p.alpha == 0:

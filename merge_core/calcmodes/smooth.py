@@ -58,6 +58,6 @@ def smooth_add(a, b, c, p):
     return a + p.alpha * smoothed(b)
 
 
-register("smoothAdd", modes=("add_difference",))(smooth_add)
+register("smoothAdd", modes=("add_difference",), costly=True)(smooth_add)
 # Same result; the executor also runs keys side by side (most keys are too small to be cut in parts).
-register("smoothAdd MT", modes=("add_difference",), parallel=True)(smooth_add)
+register("smoothAdd MT", modes=("add_difference",), parallel=True, costly=True)(smooth_add)

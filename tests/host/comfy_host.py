@@ -34,8 +34,11 @@ def _cache() -> Path:
     return Path(base)
 
 
+LAYOUT = "v2"  # bumped whenever make_checkpoints.py changes what it writes (v2: SD1 position ids)
+
+
 def build_checkpoint(kind: str, seed: int) -> Path:
-    out = _cache() / f"{kind}_{seed}.safetensors"
+    out = _cache() / f"{kind}_{seed}_{LAYOUT}.safetensors"
     if not out.exists():
         env = dict(os.environ, COMFYUI_PATH=COMFY)
         subprocess.run([sys.executable, str(HERE / "make_checkpoints.py"), "--kind", kind, "--seed", str(seed),

@@ -31,7 +31,7 @@ from supermerger_pack import merge_core  # noqa: E402
 from supermerger_pack.nodes import patching  # noqa: E402
 
 CALLS = []
-_merge_key = merge_core.executor.merge_key
+_merge_key = merge_core.steps.merge_tensors
 
 
 def counting_merge_key(plan, step, *args, **kwargs):
@@ -39,7 +39,7 @@ def counting_merge_key(plan, step, *args, **kwargs):
     return _merge_key(plan, step, *args, **kwargs)
 
 
-merge_core.executor.merge_key = counting_merge_key
+merge_core.steps.merge_tensors = counting_merge_key
 
 
 def load(path):

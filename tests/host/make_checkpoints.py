@@ -8,6 +8,8 @@ Kinds:
     mini_sd15  SD1.5-style UNet with 2 levels (channel_mult [1,2]) and 1 res block per level;
                keeps the real SD1.5 widths so comfy.model_detection still says SD15.
     mini_sd15_inpaint  the same with a 9-channel input (an inpainting model).
+    mini_sd2   the mini U-Net as SD2 (1024-wide context, linear proj_in) with SD2's OpenCLIP-H text encoder.
+    mini_sdxl  a Segmind-Vega-style SDXL-family U-Net (578 M parameters) with SDXL's CLIP-L and CLIP-G.
     sd15       full SD1.5 (channel_mult [1,2,4,4], 2 res blocks).
     sdxl       full SDXL base (context 2048, adm 2816, depths [0,0,2,2,10,10]).
 
@@ -73,7 +75,14 @@ UNET_CONFIGS = {
     }),
 }
 UNET_CONFIGS["mini_sd15_inpaint"] = dict(UNET_CONFIGS["mini_sd15"], in_channels=9)  # latent + mask + masked image
-EXPECTED_CLASS = {"mini_sd15": "SD15", "mini_sd15_inpaint": "SD15", "sd15": "SD15", "sdxl": "SDXL"}
+# SD2: OpenCLIP-H text encoder (fused q/k/v), 1024-wide cross-attention, linear proj_in
+UNET_CONFIGS["mini_sd2"] = dict(UNET_CONFIGS["mini_sd15"], context_dim=1024, use_linear_in_transformer=True)
+# The smallest U-Net ComfyUI detects as SDXL family (Segmind Vega's depths, fewer output transformers), with
+# SDXL's full CLIP-L + CLIP-G: the text encoders are what differs from SD1 in an SDXL merge.
+UNET_CONFIGS["mini_sdxl"] = dict(UNET_CONFIGS["sdxl"], transformer_depth=[0, 0, 1, 1, 2, 2],
+                                 transformer_depth_output=[0, 0, 0, 1, 0, 0, 1, 0, 0], transformer_depth_middle=0)
+EXPECTED_CLASS = {"mini_sd15": "SD15", "mini_sd15_inpaint": "SD15", "sd15": "SD15", "sdxl": "SDXL",
+                  "mini_sd2": "SD20", "mini_sdxl": "Segmind_Vega"}
 
 # SD1.x / SDXL VAE (same architecture), as in comfy.sd.VAE's default.
 VAE_DDCONFIG = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3,
@@ -172,7 +181,11 @@ def build(kind, seed, out, dtype_name, verify, dry_run=False):
     metadata = {"comfy_host": json.dumps({"generator": "make_checkpoints.py", "kind": kind,
                                           "seed": seed, "dtype": dtype_name}, sort_keys=True)}
     os.makedirs(os.path.dirname(os.path.abspath(out)) or ".", exist_ok=True)
-    comfy.sd.save_checkpoint(out, patcher, clip=clip, vae=vae, metadata=metadata)
+    # Released SD1 checkpoints hold CLIP's position ids (0…76), which ComfyUI's saving leaves out (it writes
+    # SDXL's CLIP-L ones itself)
+    extra = {"cond_stage_model.transformer.text_model.embeddings.position_ids":
+             torch.arange(77, dtype=torch.int64).unsqueeze(0)} if EXPECTED_CLASS[kind] == "SD15" else {}
+    comfy.sd.save_checkpoint(out, patcher, clip=clip, vae=vae, metadata=metadata, extra_keys=extra)
     size = os.path.getsize(out)
     print(f"wrote {out}: kind={kind} seed={seed} dtype={dtype_name} "
           f"params unet={n_unet:,} clip={n_clip:,} vae={n_vae:,} size={size / 2**20:.1f} MiB "

@@ -220,7 +220,7 @@ def test_history_lists_checkpoint_merges_unless_asked_for_in_graph_ones(host):
     from comfy_host import graph
 
     ckpt = int(host.text(host.run(merged(alpha=0.61)), "info"))
-    host.run(graph("SuperMergerWeightSum", {"alpha": 0.62}))  # recorded, but its models have no file
+    host.run(graph("SuperMergerWeightSum", {"alpha": 0.62}))  # recorded as an in-graph merge
 
     def last(files_only):
         out = host.run({"hist": {"class_type": "SuperMergerHistory",
@@ -231,5 +231,43 @@ def test_history_lists_checkpoint_merges_unless_asked_for_in_graph_ones(host):
 
     assert last(True).alpha == 0.61 and last(True).model_a == "mini_a.safetensors"
     newest = last(False)
-    assert newest.alpha == 0.62 and newest.model_a == "model A"
+    assert newest.alpha == 0.62 and newest.model_a == "mini_a.safetensors"  # named by the loader feeding it
     assert ckpt > 0
+
+
+def _in_graph_save(alpha: float, loaders: bool = True, metadata: bool = True) -> dict:
+    """Loaders → Weight Sum (MODEL + CLIP) → Save Checkpoint with its filename left empty."""
+    g = {"a": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "mini_a.safetensors"}},
+         "b": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "mini_b.safetensors"}}}
+    model_b = ["b", 0]
+    if not loaders:  # B through an Adjust node: not a checkpoint file any more
+        g["adj"] = {"class_type": "SuperMergerAdjust", "inputs": {"model": ["b", 0], "in": 1.0, "out": 0.0,
+                                                                  "out2": 0.0, "cont": 0.0, "bri": 0.0, "col1": 0.0,
+                                                                  "col2": 0.0, "col3": 0.0}}
+        model_b = ["adj", 0]
+    g["m"] = {"class_type": "SuperMergerWeightSum", "inputs": {
+        "model_a": ["a", 0], "model_b": model_b, "clip_a": ["a", 1], "clip_b": ["b", 1], "alpha": alpha,
+        "beta": 0.25, "calcmode": "normal"}}
+    g["save"] = {"class_type": "SuperMergerSave", "inputs": {
+        "model": ["m", 0], "clip": ["m", 1], "vae": ["a", 2], "filename": "", "destination": "output",
+        "precision": "fp16", "prune": False, "save_metadata": metadata, "reset_clip_ids": True, "overwrite": False,
+        "recipe": ["m", 2]}}
+    return g
+
+
+def test_an_in_graph_merge_saved_with_an_empty_filename_is_named_from_its_loaders_and_never_fails(host):
+    alpha = 0.123 + uuid.uuid4().int % 1000 / 1e6  # a name no earlier run has written
+    second = host.run(_in_graph_save(alpha, metadata=False))
+    first = host.run(_in_graph_save(alpha))  # queued again with an input changed (ComfyUI reuses an unchanged run)
+    paths = [r["outputs"]["save"]["text"][0].removeprefix("saved output/") for r in (second, first)]
+    stem = f"mini_ax{round(1 - alpha, 3)}+mini_bx{round(alpha, 3)}"
+    assert paths == [f"{stem}.fp16.safetensors", f"{stem}_2.fp16.safetensors"]
+    out, meta = tensors(host.work / "output" / paths[1])  # the one with metadata
+    assert Recipe.from_json(meta["supermerger_recipe"]).model_b == "mini_b.safetensors"
+    assert "mini_b.safetensors" in meta["sd_merge_models"]  # SuperMerger's metadata: the inputs' hashes
+    # SD1's CLIP position ids are saved (ComfyUI's own saving leaves them out), so Reset CLIP ids applies
+    ids = out["cond_stage_model.transformer.text_model.embeddings.position_ids"]
+    assert ids.dtype == torch.int64 and ids.tolist() == [list(range(77))]
+    # B not straight from a loader: the merge is named by its ID in the history
+    third = host.run(_in_graph_save(alpha, loaders=False))
+    assert third["outputs"]["save"]["text"][0].startswith("saved output/merge_")
