@@ -134,6 +134,10 @@ class SafetensorsFile(DictSource):
     def dtype(self, key):
         return self._entries[key][0]
 
+    def span(self, key) -> tuple:
+        """Where the key's bytes lie in the file: (start, end) offsets."""
+        return self._entries[key][2:]
+
     def get(self, key):
         dtype, shape, start, end = self._entries[key]
         if end == start:

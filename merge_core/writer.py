@@ -3,7 +3,8 @@
 The header (every key's dtype and shape) is known from the plan before any tensor exists, so tensors are
 written one by one as they are computed and never held together. Bytes go to a temporary file beside the
 target, which replaces the target only when the last byte is written and synced: an error or Ctrl-C leaves
-no partial file, and an existing file is never touched without `overwrite`.
+no partial file, and an existing file is never touched without `overwrite`. Metadata that depends on the
+data (hashes) is written as placeholders of its final length and filled in before the file is committed.
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ class SafetensorsWriter:
                 raise MergeError(f"key {key}", f"dtype {dtype} cannot be stored in safetensors")
         self._expected = [(key, dtype, tuple(int(d) for d in shape)) for key, dtype, shape in entries]
         head, offset = header_bytes(entries, metadata)
+        self._head_size = len(head)
         self._index = 0
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
         self._tmp = Path(tmp)
@@ -85,11 +87,27 @@ class SafetensorsWriter:
     def write_raw(self, key: str, data) -> None:
         if key != self._expected[self._index][0]:
             raise RuntimeError(f"writer expected {self._expected[self._index][0]}, got {key}")
+        self._write_all(data)
+        self._index += 1
+
+    def _write_all(self, data) -> None:
         view = memoryview(data)
         while view.nbytes:  # raw writes may be partial
-            n = self._f.write(view)
-            view = view[n:]
-        self._index += 1
+            view = view[self._f.write(view):]
+
+    def replace_metadata(self, metadata: Optional[dict]) -> None:
+        """Rewrite the header with other metadata before `commit`, the tensors staying where they are. The new
+        header may not be longer than the first (it is padded with spaces to the same length), so write
+        values known only at the end — hashes of the data — first as placeholders of their final length."""
+        head, _ = header_bytes(self._expected, metadata)
+        if len(head) > self._head_size:
+            raise RuntimeError(f"the new header ({len(head)} bytes) is longer than the one written "
+                               f"({self._head_size} bytes)")
+        blob = head[8:] + b" " * (self._head_size - len(head))  # JSON allows trailing spaces
+        pos = self._f.tell()
+        self._f.seek(0)
+        self._write_all((self._head_size - 8).to_bytes(8, "little") + blob)
+        self._f.seek(pos)
 
     def commit(self) -> Path:
         if self._index != len(self._expected):

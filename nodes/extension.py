@@ -231,11 +231,12 @@ class SuperMergerAnalysis(io.ComfyNode):
             inputs=[io.Model.Input("model_a", tooltip="The first model."),
                     io.Model.Input("model_b", tooltip="The model compared with it."),
                     io.Combo.Input("mode", options=["block", "element", "both", "asimilarity"], default="block",
-                                   tooltip="block: cosine similarity per block; element: per key; both; "
-                                           "asimilarity: how alike the self-attention blocks respond."),
+                                   tooltip="block: cosine similarity per block; element: per key; both: the "
+                                           "block means, then every key; asimilarity: how alike the "
+                                           "self-attention blocks respond."),
                     io.Combo.Input("block_method", options=["mean", "min", "attn2"], default="mean",
-                                   tooltip="A block's value: the mean or minimum of its keys, or its "
-                                           "cross-attention output weight."),
+                                   tooltip="A block's value in block mode: the mean or minimum of its keys, "
+                                           "or its cross-attention output weight (both: always the mean)."),
                     io.Clip.Input("clip_a", optional=True, tooltip="Also compare the text encoders (BASE)."),
                     io.Clip.Input("clip_b", optional=True, tooltip="The second text encoder."),
                     io.String.Input("csv_filename", default="", optional=True,
@@ -257,7 +258,7 @@ class SuperMergerAnalysis(io.ComfyNode):
         analysis = params.merge_core.analysis
         rows = result.blocks or [(b, s) for b, _k, s in result.elements]
         title = ("ASimilarity per attention block" if mode == "asimilarity"
-                 else f"{family.label}: cosine similarity ({block_method} per block)")
+                 else f"{family.label}: cosine similarity ({result.method} per block)")
         tensor = image_tensor(bar_chart(rows, title))
         text = analysis.table_text(result)
         if csv_filename.strip():

@@ -101,6 +101,29 @@ def test_metadata_round_trips(tmp_path):
         assert f.metadata() == meta
 
 
+def test_metadata_replaced_before_commit_keeps_the_tensors_in_place(tmp_path):
+    tensors = sample_tensors()
+    entries = [(k, t.dtype, tuple(t.shape)) for k, t in tensors.items()]
+    with SafetensorsWriter(tmp_path / "x.safetensors", entries, {"hash": "0" * 64, "note": "a"}) as w:
+        for k, t in tensors.items():
+            w.write(k, t)
+        with pytest.raises(RuntimeError, match="longer"):
+            w.replace_metadata({"hash": "f" * 80, "note": "a"})
+        w.replace_metadata({"hash": "f" * 64, "note": "a"})
+    write(tmp_path / "direct.safetensors", tensors, {"hash": "f" * 64, "note": "a"})
+    assert (tmp_path / "x.safetensors").read_bytes() == (tmp_path / "direct.safetensors").read_bytes()
+    with SafetensorsWriter(tmp_path / "short.safetensors", entries, {"hash": "0" * 64}) as w:
+        for k, t in tensors.items():
+            w.write(k, t)
+        w.replace_metadata({"hash": "short"})  # padded with spaces to the length written first
+    with safetensors.safe_open(tmp_path / "short.safetensors", "pt") as f:
+        assert f.metadata() == {"hash": "short"}
+        for k, t in tensors.items():
+            assert_bit_identical(f.get_tensor(k), t)
+    write(tmp_path / "first.safetensors", tensors, {"hash": "0" * 64})
+    assert (tmp_path / "short.safetensors").stat().st_size == (tmp_path / "first.safetensors").stat().st_size
+
+
 def test_tensor_data_is_8_byte_aligned(tmp_path):
     write(tmp_path / "a.safetensors", {"w": torch.ones(3, dtype=torch.float16)}, {"k": "odd length!"})
     (n,) = struct.unpack("<Q", (tmp_path / "a.safetensors").read_bytes()[:8])

@@ -1,4 +1,5 @@
 """LoRA extraction from two models (SPEC §13.9): tiny random SD1/SDXL models with the real key names."""
+import hashlib
 import json
 
 import pytest
@@ -313,3 +314,71 @@ def test_other_unet_layouts_get_ldm_names():
     assert "lora_unet_input_blocks_3_1_proj_in.lora_up.weight" in result.tensors
     assert any("LDM" in n for n in result.notes)
     assert not any("input_blocks" in k for k in run(a, b, rank=2, style="kohya").tensors)
+
+
+def _kohya_hashes(path, tmp_path) -> dict:
+    """The two hashes as kohya's writer computes them for a file: sha256 of everything after the header,
+    and the old web-ui hash (64 KiB at 1 MiB) of the same tensors written with only the ss_* metadata."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    with open_model(path) as f:
+        tensors = {k: f.get(k).clone() for k in f.keys()}  # copies: the file's map closes with it
+        ss_only = {k: v for k, v in f.metadata().items() if k.startswith("ss_")}
+    from merge_core.lora.files import save_lora
+
+    save_lora(tensors, tmp_path / "ss_only.safetensors", ss_only, overwrite=True)
+    ss = (tmp_path / "ss_only.safetensors").read_bytes()
+    return {"sshs_model_hash": hashlib.sha256(raw[8 + n:]).hexdigest(),
+            "sshs_legacy_hash": hashlib.sha256(ss[0x100000:0x110000]).hexdigest()[:8]}
+
+
+def test_extracted_file_carries_the_hashes_lora_info_computes(tmp_path, sd1, capsys):
+    from merge_core.cli import main
+    from merge_core.lora.metadata import file_hashes
+
+    out = tmp_path / "x.safetensors"
+    # float32 with 3×3 convs: 1.8 MB, so the legacy hash's window (64 KiB at 1 MiB) holds tensor bytes
+    result = extract_lora(DictSource(sd1[1], "A"), DictSource(sd1[0], "B"),
+                          ExtractOptions(save_dtype=torch.float32, conv_rank=8), out=out)
+    assert out.stat().st_size > 0x110000
+    with open_model(out) as f:
+        meta = f.metadata()
+    expect = _kohya_hashes(out, tmp_path)
+    assert {k: meta[k] for k in expect} == expect == file_hashes(out)
+    assert result.metadata == meta  # what the caller is told is what the file says
+    assert expect["sshs_legacy_hash"] != hashlib.sha256(b"").hexdigest()[:8]
+    assert main(["lora", "info", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert f"sshs_model_hash {expect['sshs_model_hash']}\tsshs_legacy_hash {expect['sshs_legacy_hash']}" in line
+    assert "file says" not in line
+    with LoraFile.open(out) as lora:  # the rewritten header still reads as the LoRA it is
+        assert lora.kinds == {"lora"} and set(lora.modules) == {t.module for t in result.targets}
+
+
+def test_in_memory_extraction_has_the_hashes_its_file_would_have(tmp_path, sd1):
+    result = run(sd1[1], sd1[0], rank=4)
+    out = tmp_path / "x.safetensors"
+    extract_lora(DictSource(sd1[1], "A"), DictSource(sd1[0], "B"), ExtractOptions(rank=4), out=out)
+    with open_model(out) as f:
+        meta = f.metadata()
+    assert all(result.metadata[k] == meta[k] for k in ("sshs_model_hash", "sshs_legacy_hash"))
+
+
+def test_lora_info_marks_hashes_the_file_gets_wrong(tmp_path, sd1, capsys):
+    from merge_core.cli import main
+    from merge_core.lora.files import save_lora
+
+    result = run(sd1[1], sd1[0], rank=4)
+    save_lora(result.tensors, tmp_path / "bad.safetensors", {**result.metadata, "sshs_model_hash": "f" * 64})
+    assert main(["lora", "info", str(tmp_path / "bad.safetensors")]) == 0
+    assert f"(file says {'f' * 64})" in capsys.readouterr().out
+
+
+def test_modelspec_implementation_per_family(sd1, sdxl):
+    stability = "https://github.com/Stability-AI/generative-models"
+    assert run(sd1[1], sd1[0], rank=4).metadata["modelspec.implementation"] == "diffusers"  # kohya: v1/v2 LoRA
+    assert run(sdxl[1], sdxl[0], rank=4).metadata["modelspec.implementation"] == stability
+    sd2 = extract.extraction_metadata(FAMILIES["sd2"], ExtractOptions(rank=8, v_prediction=True), "t", {})
+    assert sd2["modelspec.implementation"] == "diffusers"
+    ldm = run(sd1[1], sd1[0], rank=4, style="ldm")  # named by checkpoint paths: Stability's layout
+    assert ldm.metadata["modelspec.implementation"] == stability

@@ -138,8 +138,10 @@ def test_sdxl_and_sd1_standard_fields():
     sd1 = meta.standard_metadata("sd1", "t", 8)
     assert sd1["ss_base_model_version"] == "sd_v1" and sd1["modelspec.prediction_type"] == "epsilon"
     assert sd1["ss_network_dim"] == sd1["ss_network_alpha"] == "8"
+    assert sd1["modelspec.implementation"] == "diffusers"  # kohya: SD1/SD2 LoRAs use diffusers names
     xl = meta.standard_metadata("sdxl", "t")
     assert xl["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
+    assert xl["modelspec.implementation"] == "https://github.com/Stability-AI/generative-models"
     v2 = meta.standard_metadata("sd2", "t", v_prediction=True)
     assert v2["modelspec.prediction_type"] == "v" and v2["ss_v2"] == "True"
     assert "modelspec.prediction_type" not in meta.standard_metadata("sd2", "t")

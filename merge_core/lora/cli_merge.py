@@ -87,15 +87,22 @@ def cmd_bake(args) -> int:
 
 
 def cmd_info(args) -> int:
+    from ..sources import SAFETENSORS_SUFFIXES
     from .files import LoraFile, info
+    from .metadata import file_hashes
 
     for path in args.files:
         with LoraFile.open(path) as lora:
             i = info(lora)
+            stored = lora.metadata()
         ranks = ",".join(map(str, i.ranks)) or "-"
         alphas = ",".join(f"{a:g}" for a in i.alphas) or "-"
+        hashes = file_hashes(path) if Path(path).suffix.lower() in SAFETENSORS_SUFFIXES else {}
+        # the additional-networks hashes of the file, and whether the ones it carries agree
+        marks = "".join(f"\t{k} {v}" + ("" if stored.get(k, v) == v else f" (file says {stored[k]})")
+                        for k, v in hashes.items())
         print(f"{i.label()}\ttype {i.type}\tversion {i.version}\trank {ranks}\talpha {alphas}\tmodules {i.modules} "
-              f"({i.text_encoder_modules} text encoder)\tkinds {','.join(i.kinds) or '-'}")
+              f"({i.text_encoder_modules} text encoder)\tkinds {','.join(i.kinds) or '-'}{marks}")
     return 0
 
 
@@ -141,7 +148,8 @@ def add_parsers(actions) -> None:
                    help="dtype of floating tensors (keep = as in the model)")
     b.set_defaults(func=cmd_bake)
 
-    i = actions.add_parser("info", help="type, rank, alpha and model version of LoRA files (SPEC 13.11)")
+    i = actions.add_parser("info", help="type, rank, alpha, model version and additional-networks hashes "
+                                        "(sshs_model_hash, sshs_legacy_hash) of LoRA files (SPEC 13.10, 13.11)")
     i.add_argument("files", nargs="+")
     i.set_defaults(func=cmd_info)
 

@@ -14,6 +14,7 @@ interrupt, nothing overwritten without `overwrite`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -31,7 +32,7 @@ from ..plan import ModelInfo, detect_family
 from . import names
 from .decompose import CLAMP_QUANTILE, clamp_factors
 from .lowrank import low_rank
-from .metadata import standard_metadata
+from .metadata import HASH_PLACEHOLDERS, STABILITY, AddnetHasher, standard_metadata, with_hashes
 
 DEFAULT_RANK = 128  # SuperMerger's dimension for "no" / "auto"
 TEXT_ENCODER_SAME = 0.1  # kohya's MIN_DIFF: a text encoder whose every |ΔW| is at most this is left out
@@ -238,9 +239,11 @@ def _factorised(targets: list, a, b, options: ExtractOptions, cancel) -> "iter":
 
 
 def extraction_metadata(family: Family, options: ExtractOptions, title: str, source: dict) -> dict:
-    """kohya's extraction fields (ss_*, modelspec.*) plus what was extracted from what."""
+    """kohya's extraction fields (ss_*, modelspec.*) plus what was extracted from what; the file's hashes
+    are added when it is written."""
     meta = standard_metadata(family.name, title, dim=options.rank, alpha=options.rank,
-                             v_prediction=options.v_prediction)
+                             v_prediction=options.v_prediction,
+                             implementation=STABILITY if options.style == "ldm" else None)
     conv = {"conv_dim": options.conv_rank, "conv_alpha": options.conv_rank} if options.conv_rank else {}
     meta["ss_network_args"] = json.dumps(conv)
     meta["supermerger_lora_extract"] = json.dumps(source, ensure_ascii=False)
@@ -265,7 +268,7 @@ def extract_lora(a, b, options: ExtractOptions = ExtractOptions(), out=None, ove
                  progress: Optional[Callable] = None, cancel: Optional[Callable] = None) -> Extraction:
     """The LoRA α·A − β·B of two sources (SPEC §13.9), written to `out` (a .safetensors path) or, without
     `out`, returned as tensors. `progress(done, total, phase)`; `cancel()` → True stops (MergeInterrupted)."""
-    from ..writer import SafetensorsWriter
+    from ..writer import SafetensorsWriter, tensor_bytes
 
     options.check()
     t0 = time.perf_counter()
@@ -276,6 +279,7 @@ def extract_lora(a, b, options: ExtractOptions = ExtractOptions(), out=None, ove
     if family is None:
         family = detect_family({"a": ModelInfo.of(a), "b": ModelInfo.of(b)})
     notes: list = []
+    options = dataclasses.replace(options, style=_style(family, a.keys(), options, notes))  # names decided once
     targets = plan_targets(a, b, family, options, module_of, notes)
     te = [t for t in targets if t.text_encoder]
     change = 0.0
@@ -310,9 +314,20 @@ def extract_lora(a, b, options: ExtractOptions = ExtractOptions(), out=None, ove
         tensors = {}
         emit(tensors.__setitem__)
         result.tensors = tensors
+        result.metadata = with_hashes(metadata, tensors)  # as the file of these tensors would carry them
     else:
-        with SafetensorsWriter(out, _entries(targets, a, options), metadata, overwrite) as w:
-            emit(w.write)
+        # kohya's writer adds the hashes of the data it writes; the header goes first here, so it holds
+        # placeholders of the hashes' length until the last tensor is written
+        entries = _entries(targets, a, options)
+        hasher = AddnetHasher(entries, metadata)
+        with SafetensorsWriter(out, entries, {**metadata, **HASH_PLACEHOLDERS}, overwrite) as w:
+            def write(key, tensor):
+                w.write(key, tensor)
+                hasher.update(tensor_bytes(tensor))
+
+            emit(write)
+            result.metadata = {**metadata, **hasher.hashes()}
+            w.replace_metadata(result.metadata)
         result.path = out
     result.seconds = time.perf_counter() - t0
     return result

@@ -1,4 +1,5 @@
-"""Metadata of merged LoRA files (SPEC §13.10) and the standard kohya / SAI model-spec fields.
+"""Metadata of merged LoRA files (SPEC §13.10), the standard kohya / SAI model-spec fields, and the
+additional-networks hashes kohya's writer adds to every LoRA.
 
 Modes: `create new` and `create new without output_name` keep only the first LoRA's basic `ss_*` fields;
 `merge` and `save all` keep the first LoRA's dict and add every input's dict as `sshs_cp<i>` (`merge`
@@ -14,6 +15,7 @@ import json
 import time
 from typing import Optional
 
+from ..sources import SafetensorsFile
 from ..writer import header_bytes, tensor_bytes
 
 MODES = ("create new", "create new without output_name", "merge", "save all", "use first lora")
@@ -31,17 +33,23 @@ FAMILY_SPEC = {
 }
 SD2_SPEC = {False: ("sd_v2", "stable-diffusion-v2-512/lora", "epsilon", "512x512"),
             True: ("sd_v2_v", "stable-diffusion-v2-768-v/lora", "v", "768x768")}
+# SAI model-spec `implementation`: whose key names the LoRA uses. kohya names SD1/SD2 LoRA modules by their
+# diffusers paths ("diffusers") and SDXL ones by the SGM checkpoint paths (Stability's repository).
+STABILITY = "https://github.com/Stability-AI/generative-models"
+IMPLEMENTATION = {"sd1": "diffusers", "sd2": "diffusers", "sdxl": STABILITY,
+                  "flux": "https://github.com/black-forest-labs/flux"}
+_LEGACY_AT, _LEGACY_SIZE = 0x100000, 0x10000  # the web-ui's old hash: 64 KiB at 1 MiB
 
 
 def standard_metadata(family: str, title: str, dim=None, alpha=None, network_module: str = "networks.lora",
-                      v_prediction: Optional[bool] = None) -> dict:
-    """kohya `ss_*` and SAI `modelspec.*` fields for a LoRA of `family` (values as strings)."""
+                      v_prediction: Optional[bool] = None, implementation: Optional[str] = None) -> dict:
+    """kohya `ss_*` and SAI `modelspec.*` fields for a LoRA of `family` (values as strings). `implementation`
+    overrides the family's (a LoRA named by checkpoint paths is Stability's layout whatever its family)."""
     version, arch, prediction, resolution = (SD2_SPEC[v_prediction] if family == "sd2" and v_prediction is not None
                                              else FAMILY_SPEC[family])
     meta = {"ss_network_module": network_module, "ss_v2": str(family == "sd2"),
-            "modelspec.sai_model_spec": "1.0.0", "modelspec.implementation":
-                "https://github.com/Stability-AI/generative-models" if family != "flux"
-                else "https://github.com/black-forest-labs/flux",
+            "modelspec.sai_model_spec": "1.0.0",
+            "modelspec.implementation": implementation or IMPLEMENTATION[family],
             "modelspec.title": title, "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if dim is not None:
         meta["ss_network_dim"] = str(dim)
@@ -119,23 +127,54 @@ def safetensors_header(entries: list, metadata: Optional[dict]) -> bytes:
     return header_bytes(entries, metadata)[0]
 
 
+class AddnetHasher:
+    """kohya's `sshs_model_hash` and `sshs_legacy_hash`, computed while a file's tensor bytes stream past.
+
+    `sshs_model_hash`: sha256 of everything after the header (what sd-webui-additional-networks computes for
+    a safetensors file). `sshs_legacy_hash`: sha256 of 64 KiB at offset 1 MiB of the file as it would be
+    with only the `ss_*` metadata (kohya keeps the hashes independent of later metadata edits that way),
+    first 8 hex digits. `entries` [(key, dtype, shape)] in the order the bytes will come."""
+
+    def __init__(self, entries: list, metadata: Optional[dict]):
+        ss_only = {k: v for k, v in (metadata or {}).items() if k.startswith("ss_")}
+        head = safetensors_header(entries, ss_only)
+        self._payload = hashlib.sha256()
+        self._window = bytearray(head[_LEGACY_AT:_LEGACY_AT + _LEGACY_SIZE])
+        self._pos = len(head)
+
+    def update(self, data) -> None:
+        view = memoryview(data).cast("B")
+        self._payload.update(view)
+        lo, hi, end = _LEGACY_AT, _LEGACY_AT + _LEGACY_SIZE, self._pos + view.nbytes
+        if end > lo and self._pos < hi:
+            self._window += view[max(lo - self._pos, 0):min(hi - self._pos, view.nbytes)]
+        self._pos = end
+
+    def hashes(self) -> dict:
+        return {"sshs_model_hash": self._payload.hexdigest(),
+                "sshs_legacy_hash": hashlib.sha256(bytes(self._window)).hexdigest()[:8]}
+
+
+# What a file's header holds before its hashes are known: the same lengths, so the final header fits exactly.
+HASH_PLACEHOLDERS = {"sshs_model_hash": "0" * 64, "sshs_legacy_hash": "0" * 8}
+
+
 def with_hashes(metadata: dict, tensors: dict) -> dict:
-    """Add `sshs_model_hash` (sha256 of the tensor bytes, i.e. of the file after its header) and
-    `sshs_legacy_hash` (sha256 of 64 KiB at offset 1 MiB of the file as it would be with only the `ss_*`
-    fields). `tensors` in the order they will be written."""
-    ss_only = {k: v for k, v in metadata.items() if k.startswith("ss_")}
-    head = safetensors_header([(k, t.dtype, tuple(t.shape)) for k, t in tensors.items()], ss_only)
-    payload = hashlib.sha256()
-    window, pos, lo, hi = bytearray(), len(head), 0x100000, 0x110000
-    window += head[lo:hi]
+    """`metadata` plus the hashes of the file SafetensorsWriter writes for `tensors` (in their order)."""
+    hasher = AddnetHasher([(k, t.dtype, tuple(t.shape)) for k, t in tensors.items()], metadata)
     for t in tensors.values():
-        data = tensor_bytes(t)
-        payload.update(data)
-        end = pos + data.nbytes
-        if end > lo and pos < hi:
-            window += data[max(lo - pos, 0):min(hi - pos, data.nbytes)]
-        pos = end
-    out = dict(metadata)
-    out["sshs_model_hash"] = payload.hexdigest()
-    out["sshs_legacy_hash"] = hashlib.sha256(bytes(window)).hexdigest()[:8]
-    return out
+        hasher.update(tensor_bytes(t))
+    return {**metadata, **hasher.hashes()}
+
+
+def file_hashes(path) -> dict:
+    """The two hashes of a safetensors file on disk, computed as kohya's writer computes them when it writes
+    the file; a file that carries correct ones (`sshs_*` in its metadata) has these values."""
+    with SafetensorsFile(path) as f:
+        keys = sorted(f.keys(), key=lambda k: f.span(k)[0])  # data order
+        hasher = AddnetHasher([(k, f.dtype(k), f.shape(k)) for k in keys], f.metadata())
+    with open(path, "rb") as raw:
+        raw.seek(8 + int.from_bytes(raw.read(8), "little"))
+        while chunk := raw.read(8 << 20):
+            hasher.update(chunk)
+    return hasher.hashes()

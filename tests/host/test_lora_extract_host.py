@@ -17,6 +17,7 @@ from comfy_host import ROOT, ExecutionFailed, build_checkpoint, graph
 
 sys.path.insert(0, str(ROOT))
 from merge_core.lora import names  # noqa: E402
+from merge_core.lora.metadata import file_hashes  # noqa: E402
 from merge_core.sources import SafetensorsFile  # noqa: E402
 from merge_core.writer import SafetensorsWriter  # noqa: E402
 
@@ -99,6 +100,12 @@ def test_extracted_lora_applied_to_a_renders_the_tuned_model(host, tuned):
         meta = f.metadata()
     assert any(k.startswith("lora_te_") for k in keys) and any(k.startswith("lora_unet_") for k in keys)
     assert meta["ss_base_model_version"] == "sd_v1" and meta["modelspec.prediction_type"] == "epsilon"
+    # the mini U-Net's layout is not the released one, so its modules carry checkpoint (LDM) names: Stability's
+    # layout, where kohya's diffusers-named SD1/SD2 LoRAs say "diffusers"
+    assert any(k.startswith("lora_unet_input_blocks_") for k in keys)
+    assert meta["modelspec.implementation"] == "https://github.com/Stability-AI/generative-models"
+    hashes = file_hashes(_loras(host) / exact)  # what `lora info` computes; ComfyUI loads the file below
+    assert {k: meta[k] for k in hashes} == hashes
     clamped = host.text(host.run(_extract("sm_extract_clamped")), "name")
 
     plain = host.image(host.run(graph())).astype(int)
