@@ -8,7 +8,7 @@ fraction of the memory traffic.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -26,13 +26,20 @@ def _buffers(count: int, dtype: torch.dtype, device: torch.device) -> list:
     return bufs[:count]
 
 
-def elementwise(fn: Callable, *tensors: torch.Tensor, work: torch.dtype, out: torch.dtype) -> torch.Tensor:
+def elementwise(fn: Callable, *tensors: torch.Tensor, work: torch.dtype, out: torch.dtype,
+                whole: Optional[Callable] = None) -> torch.Tensor:
     """`fn(*(t.to(work) for t in tensors)).to(out)`, chunk by chunk. All tensors share one shape.
 
-    `fn` receives work-dtype chunks it may overwrite (write results with `out=` into the first one).
+    `fn` receives work-dtype chunks it may overwrite (write results with `out=` into the first one). `whole`, when
+    given, computes the same element by element on whole tensors without modifying them; it is used when no
+    dtype changes (float32 models, as ComfyUI holds them): a few large ops then beat thousands of chunk-sized
+    ones, which stall when other processes compete for the cores (each small parallel op waits for a thread
+    that is not running).
     """
     shape = tensors[0].shape
     n = tensors[0].numel()
+    if whole is not None and out == work and all(t.dtype == work for t in tensors):
+        return whole(*tensors)
     if n <= CHUNK:
         return fn(*(t.to(work, copy=True) for t in tensors)).to(out)
     flat = [t.reshape(-1) for t in tensors]

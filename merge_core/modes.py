@@ -27,7 +27,8 @@ def weight_sum(a: Tensor, b: Tensor, c, alpha: float, beta: float, old_calc: boo
         return b
     if old_calc:
         return (1 - alpha) * a + alpha * b
-    return elementwise(lambda x, y: torch.lerp(x, y, alpha, out=x), a, b, work=F32, out=a.dtype)
+    return elementwise(lambda x, y: torch.lerp(x, y, alpha, out=x), a, b, work=F32, out=a.dtype,
+                       whole=lambda x, y: torch.lerp(x, y, alpha))
 
 
 def add_difference(a: Tensor, d: Tensor, c, alpha: float, beta: float, old_calc: bool) -> Tensor:
@@ -36,7 +37,7 @@ def add_difference(a: Tensor, d: Tensor, c, alpha: float, beta: float, old_calc:
     def op(x, y):
         torch.mul(y, alpha, out=y)
         return torch.add(x, y, out=x)
-    return elementwise(op, a, d, work=_common(a, d), out=a.dtype)
+    return elementwise(op, a, d, work=_common(a, d), out=a.dtype, whole=lambda x, y: x + y * alpha)
 
 
 def triple_sum(a: Tensor, b: Tensor, c: Tensor, alpha: float, beta: float, old_calc: bool) -> Tensor:
@@ -48,7 +49,8 @@ def triple_sum(a: Tensor, b: Tensor, c: Tensor, alpha: float, beta: float, old_c
     def op(x, y, z):
         torch.lerp(y, z, beta / (alpha + beta), out=y)
         return torch.lerp(x, y, alpha + beta, out=x)
-    return elementwise(op, a, b, c, work=work, out=a.dtype)
+    return elementwise(op, a, b, c, work=work, out=a.dtype,
+                       whole=lambda x, y, z: torch.lerp(x, torch.lerp(y, z, beta / (alpha + beta)), alpha + beta))
 
 
 def sum_twice(a: Tensor, b: Tensor, c: Tensor, alpha: float, beta: float, old_calc: bool) -> Tensor:
@@ -58,7 +60,11 @@ def sum_twice(a: Tensor, b: Tensor, c: Tensor, alpha: float, beta: float, old_ca
     def op(x, y, z):
         torch.lerp(x, y, alpha, out=x)
         return torch.lerp(x, z, beta, out=x)
-    return elementwise(op, a, b, c, work=F32, out=a.dtype)
+
+    def whole(x, y, z):
+        t = torch.lerp(x, y, alpha)
+        return torch.lerp(t, z, beta, out=t)
+    return elementwise(op, a, b, c, work=F32, out=a.dtype, whole=whole)
 
 
 FORMULAS = {"weight_sum": weight_sum, "add_difference": add_difference,
@@ -78,7 +84,7 @@ def difference(b: Tensor, c) -> Tensor:
     if b.shape != c.shape and b.dim() >= 2 and c.dim() >= 2:
         n = min(b.shape[1], c.shape[1])
         b, c = b[:, :n], c[:, :n]
-    return elementwise(lambda x, y: torch.sub(x, y, out=x), b, c, work=F32, out=b.dtype)
+    return elementwise(lambda x, y: torch.sub(x, y, out=x), b, c, work=F32, out=b.dtype, whole=torch.sub)
 
 
 def stage0_applies(key: str) -> bool:

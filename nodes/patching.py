@@ -150,6 +150,7 @@ class MergePatch(WeightAdapterBase):
         self._computed = False
         self._cached = None
 
+    @torch.no_grad()  # ComfyUI loads under no_grad; a caller that does not (a script) must not make this fail
     def calculate_weight(self, weight, key, strength, strength_model, offset, function,
                          intermediate_dtype=F32, original_weight=None):
         if self._cached is not None:  # a costly calcmode asked for again: see below

@@ -249,3 +249,47 @@ def test_nan_in_an_input_is_named_clearly():
     b = one_key([1.0, float("nan")])
     with pytest.raises(MergeError, match=r"model_b \(B\).*NaN"):
         merge(one_key([1.0, 2.0]), b, alpha=0.5)
+
+
+# In-place trainDifference / extract against the plain formulas they replaced (frozen copies, do not edit) ----
+
+def _frozen_train_difference(a, b, c, alpha):
+    b32, c32 = b.float(), c.float()
+    diff = b32 - c32
+    d0 = torch.abs(diff)
+    d1 = torch.abs(b32 - a.float())
+    total = d0 + d1
+    scale = torch.where(total != 0, d1 / total, torch.tensor(0.0))
+    scale = torch.sign(diff) * torch.abs(scale)
+    return a + (scale * d0) * (alpha * 1.8)
+
+
+def _frozen_extract(a, b, c, alpha, beta, gamma):
+    from torch.nn.functional import cosine_similarity
+    base = a.float()
+    da, db = b.float() - base, c.float() - base
+    cos = cosine_similarity(da, db, -1).clamp(-1, 1).unsqueeze(-1)
+    d = ((cos + 1) / 2) ** gamma
+    return base + torch.lerp(da, db, alpha) * torch.lerp(d, 1 - d, beta)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("shape", [(300, 77), (16, 4, 3, 3), (257,)])
+def test_in_place_train_difference_and_extract_equal_the_plain_formulas_bit_for_bit(dtype, shape):
+    from merge_core.calcmodes import CALCMODES, KeyArgs
+
+    g = torch.Generator().manual_seed(sum(shape))
+    a, b, c = (torch.randn(shape, generator=g).to(dtype) for _ in range(3))
+    flat = [t.view(-1) for t in (a, b, c)]
+    flat[1][::7] = flat[2][::7]  # B = C: no change there
+    flat[0][::5] = flat[1][::5]  # B = A: scale 0
+    flat[1][::11] = 0.0
+    flat[2][::11] = 0.0  # both zero: 0/0 guarded
+    flat[0][::13] = -0.0
+    for alpha in (0.3, 1.0, -0.4):
+        p = KeyArgs(key="k", alpha=alpha, beta=0.3, gamma=1.5, mode="add_difference")
+        got, want = CALCMODES["trainDifference"].fn(a, b, c, p), _frozen_train_difference(a, b, c, alpha)
+        assert got.dtype == want.dtype and torch.equal(got, want) and torch.equal(got.signbit(), want.signbit())
+        p = KeyArgs(key="k", alpha=abs(alpha) % 1, beta=0.3, gamma=1.5, mode="add_difference")
+        got, want = CALCMODES["extract"].fn(a, b, c, p), _frozen_extract(a, b, c, abs(alpha) % 1, 0.3, 1.5)
+        assert got.dtype == want.dtype and torch.equal(got, want)

@@ -23,4 +23,5 @@ def extract(a, b, c, p):
     db = c.float() - base
     cos = cosine_similarity(da, db, -1).clamp(-1, 1).unsqueeze(-1)
     d = ((cos + 1) / 2) ** p.gamma
-    return base + torch.lerp(da, db, p.alpha) * torch.lerp(d, 1 - d, p.beta)
+    out = torch.lerp(da, db, p.alpha, out=da).mul_(torch.lerp(d, 1 - d, p.beta))  # in place: no more buffers
+    return torch.add(base, out, out=out)

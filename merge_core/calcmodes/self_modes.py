@@ -29,4 +29,4 @@ def plus_random(a, b, c, p):
     if p.alpha == 0:
         return KEEP
     noise = torch.randn(a.shape, generator=key_generator(p.seed, p.key), dtype=torch.float32).to(a.device)
-    return a.float() + noise * p.alpha
+    return torch.add(noise.mul_(p.alpha), a, out=noise)  # A + noise·α, in the noise's own buffer

@@ -9,10 +9,13 @@ def train_difference(a, b, c, p):
     b32, c32 = b.float(), c.float()
     if torch.equal(b32, c32):
         return KEEP
+    # The same operations, in the same order, as d0 = |B−C|, d1 = |B−A|, scale = where(d0+d1 ≠ 0, d1/(d0+d1), 0),
+    # sign(B−C)·|scale|·d0·(1.8α), A + that; computed in place: five full-size buffers instead of fourteen.
     diff = b32 - c32
-    d0 = torch.abs(diff)
-    d1 = torch.abs(b32 - a.float())
-    total = d0 + d1
-    scale = torch.where(total != 0, d1 / total, torch.tensor(0.0))
-    scale = torch.sign(diff) * torch.abs(scale)
-    return a + (scale * d0) * (p.alpha * 1.8)
+    d0 = diff.abs()
+    scale = torch.sub(b32, a.float()).abs_()
+    total = d0 + scale
+    scale.div_(total).masked_fill_(total == 0, 0.0)
+    scale.abs_().mul_(diff.sign_())
+    scale.mul_(d0).mul_(p.alpha * 1.8)
+    return torch.add(a, scale, out=scale) if a.dtype == scale.dtype else a + scale
