@@ -9,6 +9,8 @@ import os
 import threading
 from pathlib import Path
 
+from .atomic import atomic_write
+
 _LOCK = threading.Lock()
 
 
@@ -56,9 +58,8 @@ def sha256(path) -> str:
         cache[ident] = digest
         try:
             store.parent.mkdir(parents=True, exist_ok=True)
-            tmp = store.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cache))
-            os.replace(tmp, store)
+            with atomic_write(store, overwrite=True) as f:
+                f.write(json.dumps(cache).encode())
         except OSError:
             pass  # a cache that cannot be written only costs time
     return digest

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
-from . import calcmodes
+from . import calcmodes, precision
 from .csvfile import write_csv
 from .errors import MergeError
 from .executor import Inputs, run_plan
@@ -26,7 +26,6 @@ from .sources import DictSource, open_model
 from .writer import SafetensorsWriter
 
 FLOATS = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 VAE_PREFIX = "first_stage_model."
 PRUNE_KEEP = ("diffusion_model.", VAE_PREFIX)
 
@@ -42,13 +41,13 @@ class SaveOptions:
     overwrite: bool = False
 
     def __post_init__(self):
-        if self.precision and self.precision not in PRECISIONS:
-            raise MergeError("precision", f"'{self.precision}' is not one of {', '.join(PRECISIONS)}")
+        if self.precision:
+            self.precision = precision.canonical(self.precision)
 
     @property
     def dtype(self) -> Optional[torch.dtype]:
         """The dtype the model's floating-point weights are stored in (None: as they are)."""
-        return torch.float16 if self.fp16 else PRECISIONS.get(self.precision)
+        return torch.float16 if self.fp16 else (precision.dtype_of(self.precision) if self.precision else None)
 
 
 @dataclass

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from .atomic import AtomicFile, refuse_existing
 from .errors import MergeError
 from .sources import DTYPE_NAMES
 
@@ -51,10 +51,7 @@ class SafetensorsWriter:
     def __init__(self, path, entries: list, metadata: Optional[dict] = None, overwrite: bool = False):
         """`entries`: (key, dtype, shape) in the order the tensors will be written."""
         self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise MergeError(f"output {self.path}", "already exists; choose another name or allow overwrite")
-        if not self.path.parent.is_dir():
-            raise MergeError(f"output {self.path}", "its folder does not exist")
+        refuse_existing(self.path, overwrite)
         for key, dtype, _shape in entries:
             if dtype not in DTYPE_NAMES:
                 raise MergeError(f"key {key}", f"dtype {dtype} cannot be stored in safetensors")
@@ -62,9 +59,8 @@ class SafetensorsWriter:
         head, offset = header_bytes(entries, metadata)
         self._head_size = len(head)
         self._index = 0
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        self._tmp = Path(tmp)
-        self._f = os.fdopen(fd, "wb", buffering=0)
+        self._out = AtomicFile(self.path, overwrite)
+        self._f = self._out.file
         try:
             self._f.write(head)
             if hasattr(os, "posix_fallocate"):  # reserve the whole file: a full disk fails now, not half-way
@@ -112,18 +108,10 @@ class SafetensorsWriter:
     def commit(self) -> Path:
         if self._index != len(self._expected):
             raise RuntimeError(f"writer got {self._index} of {len(self._expected)} tensors")
-        os.fsync(self._f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(self._f.fileno(), 0o666 & ~umask)  # mkstemp made it private; a saved model is not
-        self._f.close()
-        os.replace(self._tmp, self.path)
-        return self.path
+        return self._out.commit()
 
     def abort(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-        self._tmp.unlink(missing_ok=True)
+        self._out.abort()
 
     def __enter__(self):
         return self

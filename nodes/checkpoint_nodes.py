@@ -112,7 +112,7 @@ class SuperMergerSave(io.ComfyNode):
                                         "SuperMerger's automatic name from the recipe."),
                 io.Combo.Input("destination", options=list(saving.DESTINATIONS), default="checkpoints",
                                tooltip="ComfyUI's checkpoints folder (ready for the loaders) or its output folder."),
-                io.Combo.Input("precision", options=["fp16", "bf16", "fp32"], default="fp16",
+                io.Combo.Input("precision", options=params.merge_core.precision.choices(), default="fp16",
                                tooltip="Dtype of the stored weights (ComfyUI holds fp32 on CPU)."),
                 io.Boolean.Input("prune", default=False, tooltip="Keep only U-Net, text encoder and VAE weights."),
                 io.Boolean.Input("save_metadata", default=True,

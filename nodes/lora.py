@@ -173,7 +173,7 @@ class SuperMergerLoraMerge(io.ComfyNode):
                                    tooltip="Metadata of the new file: create new (basic fields of the first LoRA), "
                                            "without output_name, merge (all inputs' metadata, tags united), save "
                                            "all, use first lora."),
-                    io.Combo.Input("save_precision", options=["fp16", "bf16", "float"], default="fp16",
+                    io.Combo.Input("save_precision", options=params.merge_core.precision.choices(), default="fp16",
                                    tooltip="dtype of the saved tensors."),
                     io.String.Input("filename", default="", tooltip="File name in the loras folder (empty: the "
                                                                     "list with ',' → '+' and ':' → '_')."),

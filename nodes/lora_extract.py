@@ -21,7 +21,7 @@ for _module in ("extract", "extract_two", "files", "merge", "metadata", "syntax"
 
 MergeError = merge_core.MergeError
 CATEGORY = "SuperMerger/lora"
-PRECISIONS = ["fp16", "bf16", "float"]
+PRECISIONS = merge_core.precision.choices()
 
 
 def output_path(node: str, filename: str, default: str) -> tuple:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ._engine import merge_core
 from .checkpoints import checkpoint_path
 from .common import interrupted, progress, stops_on_interrupt
@@ -119,7 +121,7 @@ def save(node: str, model, clip, vae, filename: str, destination: str, options, 
                                          "replace it, or leave filename empty for an automatic name")
     else:  # an automatic name never fails: one that exists gets a number
         channels = model.model.model_config.unet_config.get("in_channels")  # 9: inpainting, 8: pix2pix
-        path = merge_core.naming.free_name(base, auto_name, fp16=options.dtype == merge_core.merge.PRECISIONS["fp16"],
+        path = merge_core.naming.free_name(base, auto_name, fp16=options.dtype == torch.float16,
                                            in_channels=channels)
     path.parent.mkdir(parents=True, exist_ok=True)
 

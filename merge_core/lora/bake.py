@@ -18,12 +18,14 @@ from typing import Callable, Optional
 
 import torch
 
+from ..atomic import refuse_existing
 from ..errors import MergeError, MergeInterrupted
 from ..families import detect
 from ..sources import open_model
 from ..writer import SafetensorsWriter, tensor_bytes
 from . import names
-from .files import LoraFile, PRECISIONS, detect_family
+from .. import precision as precisions
+from .files import LoraFile, detect_family
 
 F32 = torch.float32
 _SD = {"sd1": "sd", "sd2": "sd"}
@@ -186,10 +188,8 @@ def bake_to_file(model_path, inputs: list, out_path, precision: str = "keep", ov
     `precision`: keep (each tensor's dtype), float, fp16 or bf16 for floating tensors."""
     t0 = time.perf_counter()
     out_path = Path(out_path)
-    if precision != "keep" and precision not in PRECISIONS:
-        raise MergeError("precision", f"'{precision}' is not keep, {', '.join(PRECISIONS)}")
-    if out_path.exists() and not overwrite:
-        raise MergeError(f"output {out_path}", "already exists; choose another name or allow overwrite")
+    target = precisions.dtype_of(precision, "precision", keep=True)
+    refuse_existing(out_path, overwrite)
     with open_model(model_path) as src:
         keys = src.keys()
         family = detect(keys, f"model {Path(model_path).name}").name
@@ -198,7 +198,7 @@ def bake_to_file(model_path, inputs: list, out_path, precision: str = "keep", ov
 
         def out_dtype(key):
             dt = src.dtype(key)
-            return PRECISIONS[precision] if precision != "keep" and dt.is_floating_point else dt
+            return target if target is not None and dt.is_floating_point else dt
 
         entries = [(k, out_dtype(k), src.shape(k)) for k in keys]
         with SafetensorsWriter(out_path, entries, metadata or {"format": "pt"}, overwrite) as w:

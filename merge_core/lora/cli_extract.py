@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PRECISIONS = ("float", "fp16", "bf16")
+from .cli_merge import _precision
 
 
 def _output(out: str, name: str) -> Path:
@@ -72,7 +72,7 @@ def add_parsers(actions) -> None:
                         "conv_dim); 0 = no (the default, as SuperMerger)")
     e.add_argument("--alpha", type=float, default=1.0, help="weight of model A (1)")
     e.add_argument("--beta", type=float, default=1.0, help="weight of model B (1)")
-    e.add_argument("--precision", default="fp16", choices=PRECISIONS, help="save precision (fp16)")
+    e.add_argument("--precision", default="fp16", type=_precision, help="save precision: fp16, bf16 or fp32 (fp16)")
     e.add_argument("--no-clamp", action="store_true", help="do not clamp the factors at their 0.99 quantile")
     e.add_argument("--prediction", choices=["epsilon", "v"],
                    help="SD2 models: record the LoRA as for a 768 v-prediction or a 512 epsilon model (SD1 and "
@@ -102,7 +102,7 @@ def add_parsers(actions) -> None:
                                                                    "instead of r²")
     t.add_argument("--metadata", default="create new", choices=["create new", "create new without output_name",
                                                                 "merge", "save all", "use first lora"])
-    t.add_argument("--precision", default="fp16", choices=PRECISIONS, help="save precision (fp16)")
+    t.add_argument("--precision", default="fp16", type=_precision, help="save precision: fp16, bf16 or fp32 (fp16)")
     t.add_argument("--lora-dir", default=".", help="folder of the LoRA files (default: the current folder)")
     t.add_argument("--presets", help="extra LoRA block-weight presets file")
     t.add_argument("--overwrite", action="store_true", help="replace an existing output file")

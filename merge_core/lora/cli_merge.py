@@ -5,8 +5,17 @@ import argparse
 from contextlib import contextmanager
 from pathlib import Path
 
+from .. import precision
 from ..errors import MergeError
 from . import syntax
+
+
+def _precision(value: str, keep: bool = False) -> str:
+    """argparse type: a word of the one precision vocabulary (merge_core.precision)."""
+    try:
+        return precision.canonical(value, "precision", keep)
+    except MergeError as e:
+        raise argparse.ArgumentTypeError(e.reason) from None
 
 LIST_HELP = ("LoRA list: name:ratio[:blocks] entries separated by commas; blocks = a preset name or "
              "12/17/20/26/61 numbers, e.g. 'style:0.8,detail:1:OUTS'. Names are files in --lora-dir "
@@ -53,15 +62,13 @@ def _report(notes: list, line: str, path: Path) -> None:
 
 
 def cmd_merge(args) -> int:
-    import torch
-
     from .merge import default_name, merge_to_file, parse_rank
 
     rank = parse_rank(args.rank, "--rank")
     out = Path(args.out) if args.out else Path(args.lora_dir)
     if out.is_dir():
         out = out / f"{default_name(args.loras)}.safetensors"
-    calc = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.calc_precision]
+    calc = precision.dtype_of(args.calc_precision, "--calc-precision")
     with opened_entries(args, "merge LoRAs") as (inputs, update):
         path, merged = merge_to_file(inputs, out, rank, args.same_to_strength, args.metadata, args.precision,
                                      args.overwrite, calc, args.device, None if args.no_clamp else 0.99, update)
@@ -131,9 +138,9 @@ def add_parsers(actions) -> None:
                                                                    "kept) instead of r²")
     m.add_argument("--metadata", default="create new", choices=["create new", "create new without output_name",
                                                                 "merge", "save all", "use first lora"])
-    m.add_argument("--precision", default="fp16", choices=["float", "fp16", "bf16"], help="save precision (fp16)")
-    m.add_argument("--calc-precision", default="float", choices=["float", "fp16", "bf16"],
-                   help="precision of the plain merge (float)")
+    m.add_argument("--precision", default="fp16", type=_precision, help="save precision: fp16, bf16 or fp32 (fp16)")
+    m.add_argument("--calc-precision", default="fp32", type=_precision,
+                   help="precision of the plain merge: fp16, bf16 or fp32 (fp32)")
     m.add_argument("--no-clamp", action="store_true", help="re-decomposition: do not clamp the factors at their "
                                                            "0.99 quantile")
     m.set_defaults(func=cmd_merge)
@@ -144,7 +151,7 @@ def add_parsers(actions) -> None:
     b.add_argument("model", help="checkpoint (.safetensors or .ckpt)")
     b.add_argument("loras", help=LIST_HELP)
     b.add_argument("--out", required=True, help="output .safetensors file, or a folder for an automatic name")
-    b.add_argument("--precision", default="keep", choices=["keep", "float", "fp16", "bf16"],
+    b.add_argument("--precision", default="keep", type=lambda v: _precision(v, keep=True),
                    help="dtype of floating tensors (keep = as in the model)")
     b.set_defaults(func=cmd_bake)
 

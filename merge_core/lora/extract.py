@@ -26,6 +26,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ..atomic import refuse_existing
 from ..errors import MergeError, MergeInterrupted
 from ..families import Family
 from ..plan import ModelInfo, detect_family
@@ -274,8 +275,7 @@ def extract_lora(a, b, options: ExtractOptions = ExtractOptions(), out=None, ove
     t0 = time.perf_counter()
     if out is not None:
         out = Path(out)
-        if out.exists() and not overwrite:  # the writer checks again; failing now saves the work
-            raise MergeError(f"output {out}", "already exists; choose another name or allow overwrite")
+        refuse_existing(out, overwrite)  # the writer checks again; failing now saves the work
     if family is None:
         family = detect_family({"a": ModelInfo.of(a), "b": ModelInfo.of(b)})
     notes: list = []

@@ -20,6 +20,7 @@ import torch
 
 from ..calcmodes import KeyArgs
 from ..calcmodes.extract import extract as extract_calcmode
+from ..atomic import refuse_existing
 from ..errors import MergeError, MergeInterrupted
 from . import metadata as meta
 from .files import for_saving, precision_dtype, save_lora
@@ -103,8 +104,7 @@ def extract_two_to_file(inputs: list, out_path, alpha: float, beta: float, gamma
     dtype = precision_dtype(precision, "save precision")
     if metadata_mode not in meta.MODES:
         raise MergeError("metadata", f"'{metadata_mode}' is not one of: {', '.join(meta.MODES)}")
-    if out_path.exists() and not overwrite:  # SuperMerger overwrites here; a user's file is kept unless asked
-        raise MergeError(f"output {out_path}", "already exists; choose another name or allow overwrite")
+    refuse_existing(out_path, overwrite)  # SuperMerger overwrites here; a user's file is kept unless asked
     merged = extract_two(inputs, alpha, beta, gamma, same_to_strength, cancel, where)
     tensors = for_saving(merged.tensors, dtype)
     recorded = [meta.input_metadata(lora.metadata(), entry) for lora, entry in inputs]

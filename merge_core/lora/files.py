@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from .. import precision
 from ..errors import MergeError
 from ..sources import DictSource, open_model
 
@@ -231,13 +232,8 @@ def info(lora: LoraFile) -> LoraInfo:
 
 # Writing -------------------------------------------------------------------------------------------
 
-PRECISIONS = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
 def precision_dtype(name: str, where: str = "precision") -> torch.dtype:
-    if name not in PRECISIONS:
-        raise MergeError(where, f"'{name}' is not one of {', '.join(PRECISIONS)}")
-    return PRECISIONS[name]
+    return precision.dtype_of(name, where)
 
 
 def for_saving(tensors: dict, dtype: torch.dtype) -> dict:

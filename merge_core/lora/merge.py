@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ..atomic import refuse_existing
 from ..errors import MergeError, MergeInterrupted
 from . import names
 from .decompose import CLAMP_QUANTILE, factored_svd_factors, svd_factors
@@ -278,8 +279,7 @@ def merge_to_file(inputs: list, out_path, rank="no", same_to_strength: bool = Fa
     dtype = precision_dtype(precision, "save precision")
     if metadata_mode not in meta.MODES:
         raise MergeError("metadata", f"'{metadata_mode}' is not one of: {', '.join(meta.MODES)}")
-    if out_path.exists() and not overwrite:  # checked again when writing; failing early saves the work
-        raise MergeError(f"output {out_path}", "already exists; choose another name or allow overwrite")
+    refuse_existing(out_path, overwrite)  # checked again when writing; failing early saves the work
     merged = merge_loras(inputs, rank, same_to_strength, calc_dtype, device, clamp, progress, cancel, where)
     tensors = for_saving(merged.tensors, dtype)
     module = "networks.lora" if all(lora.kinds <= {"lora"} for lora, _ in inputs) else "lycoris.kohya"

@@ -15,6 +15,7 @@ import json
 import time
 from typing import Optional
 
+from .. import precision as precisions
 from ..sources import SafetensorsFile
 from ..writer import header_bytes, tensor_bytes
 
@@ -118,7 +119,7 @@ def merged_metadata(inputs: list, mode: str, output_name: str, precision: str, f
         meta.pop("ss_output_name", None)
     else:
         meta["ss_output_name"] = output_name
-    meta["ss_mixed_precision"] = precision
+    meta["ss_mixed_precision"] = precisions.lora_word(precision)
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
 
 

@@ -56,7 +56,7 @@ def tuned(host):
 
 def _extract(filename: str, inputs: dict = None, a="ckT", b="ckA", clip=True) -> dict:
     node = {"model_a": [a, 0], "model_b": [b, 0], "alpha": 1.0, "beta": 1.0, "rank": 8, "conv_rank": 0,
-            "clamp": True, "save_precision": "float", "filename": filename, "overwrite": True}
+            "clamp": True, "save_precision": "fp32", "filename": filename, "overwrite": True}
     if clip:
         node.update(clip_a=[a, 1], clip_b=[b, 1])
     node.update(inputs or {})
@@ -163,7 +163,7 @@ def test_extract_two_chained_from_two_extractions(host, tuned):
         g[node] = part["ex"]
     g["two"] = {"class_type": "SuperMergerLoraExtractTwo",
                 "inputs": {"lora_1": ["ex1", 1], "lora_2": ["ex2", 1], "alpha": 0.0, "beta": 0.0, "gamma": 0.0,
-                           "same_to_strength": False, "save_precision": "float", "filename": "",
+                           "same_to_strength": False, "save_precision": "fp32", "filename": "",
                            "overwrite": True}}
     g["name"] = {"class_type": "PreviewAny", "inputs": {"source": ["two", 0]}}
     name = host.text(host.run(g), "name")

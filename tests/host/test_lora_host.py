@@ -135,7 +135,7 @@ def test_merge_node_writes_a_lora_that_renders_like_its_input(host, lora_file):
     g = with_lora({"loras": ["merge", 1]})
     g["merge"] = {"class_type": "SuperMergerLoraMerge",
                   "inputs": {"loras": f"{LORA}:1", "rank": "no", "same_to_strength": False,
-                             "metadata": "create new", "save_precision": "float", "filename": "sm_host_merged",
+                             "metadata": "create new", "save_precision": "fp32", "filename": "sm_host_merged",
                              "overwrite": True}}
     g["name"] = {"class_type": "PreviewAny", "inputs": {"source": ["merge", 0]}}
     entry = host.run(g)
