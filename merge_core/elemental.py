@@ -15,7 +15,8 @@ RANDOM = ("R", "U", "X")
 
 
 def is_random(ratio: str) -> bool:
-    return any(t in ratio.upper() for t in RANDOM)
+    """R, U or X (any case): a random ratio. SuperMerger takes any text holding an upper-case R, U or X."""
+    return ratio.strip().upper() in RANDOM
 
 
 def has_random_ratio(text: str) -> bool:
@@ -54,7 +55,8 @@ def expand_blocks(text: str, ids: tuple, where: str) -> list:
 
 
 def parse_elemental(text: str, family: Family, extended: bool, calcmode: str = "") -> list:
-    """Rules in order. Entries without exactly two colons are ignored (SuperMerger's rule)."""
+    """Rules in order. An entry that is not BLOCKS:ELEMENTS:RATIO is an error naming it (SuperMerger ignores
+    entries without exactly two colons, so a typo merged nothing differently and said nothing)."""
     if not text or not text.strip():
         return []
     if calcmode:
@@ -62,9 +64,12 @@ def parse_elemental(text: str, family: Family, extended: bool, calcmode: str = "
     ids = family.extended if extended else family.slots
     rules = []
     for entry in text.replace("\n", ",").split(","):
-        if entry.count(":") != 2:
+        if not entry.strip():
             continue
         where = f"elemental entry '{entry.strip()}'"
+        if entry.count(":") != 2:
+            raise MergeError(where, "is not BLOCKS:ELEMENTS:RATIO (e.g. OUT03-OUT05:attn2:0.8, or IN01::0.5 for a "
+                                    "whole block); entries are separated by commas or new lines")
         blocks_text, elements_text, ratio = (p.strip() for p in entry.split(":"))
         words = expand_blocks(blocks_text, ids, where) if blocks_text else [""]
         blocks_not = words[0] == "NOT"
@@ -81,9 +86,16 @@ def parse_elemental(text: str, family: Family, extended: bool, calcmode: str = "
             try:
                 float(ratio)
             except ValueError:
-                raise MergeError(where, f"ratio '{ratio}' is not a number or R, U, X") from None
+                raise MergeError(where, f"ratio '{ratio}' is not a number or R, U, X (a random ratio)") from None
         rules.append(Rule(entry.strip(), frozenset(blocks), blocks_not, tuple(elements), elements_not, ratio))
     return rules
+
+
+def unmatched(rules: list, seen: list) -> list:
+    """The rules that change no key, as notes: `seen` holds (block, key) of every key the rules were tried on
+    (block: the name the rules compare, fine or coarse)."""
+    return [f"elemental entry '{rule.text}' matches no key of this model (its blocks and element names: see "
+            "the Model Elements node or `keys`)" for rule in rules if not any(rule.hits(b, k) for b, k in seen)]
 
 
 @dataclass(frozen=True)

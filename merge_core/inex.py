@@ -32,6 +32,19 @@ class IncludeExclude:
             return "VAE"
         return None
 
+    def unmatched(self, seen: list) -> list:
+        """Notes for the blocks and elements that match none of the keys in `seen` ((BlockRef, key) pairs): a
+        typo in Include/Exclude would otherwise change nothing and say nothing."""
+        notes = []
+        for block in (b for b in self.blocks if b != "print"):
+            if not any(IncludeExclude(self.include, (block,), ()).matches(ref, key) for ref, key in seen):
+                notes.append(f"include/exclude block '{block}' matches no key of this model")
+        for element in self.elements:
+            if not any(IncludeExclude(self.include, (), (element,)).matches(ref, key) for ref, key in seen):
+                notes.append(f"include/exclude element '{element}' matches no key of this model (key names: see "
+                             "the Model Elements node or `keys`)")
+        return notes
+
     def skips(self, ref: BlockRef, key: str) -> bool:
         """Include: keys that match are merged, others stay A. Exclude: keys that match stay A."""
         matched = self.matches(ref, key) is not None

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 from . import calcmodes
 from .adjust import Adjustment, compile_adjust
 from .dice import OFFSETS, SD_BLOCKS, DiceSettings, dice_tokens, draw_seed, elemental_ratio, random_table, rewrite
-from .elemental import Elemental, has_random_ratio, parse_elemental
+from .elemental import Elemental, has_random_ratio, parse_elemental, unmatched
 from .errors import MergeError
 from .families import Family, detect
 from .inex import compile_inex
@@ -250,11 +250,14 @@ def build_plan(recipe: Recipe, a: ModelInfo, b: ModelInfo, c: Optional[ModelInfo
     adjust = compile_adjust(recipe.adjust, family.name)
 
     steps = []
+    seen, tried = [], []  # keys Include/Exclude and the elemental rules looked at, for typos that match nothing
     for num, key in enumerate(a.keys):
         if not _selected(key, family, b, c, c_required):
             steps.append(Step(key, KEEP))
             continue
         ref = family.block_of(key)
+        if ref is not None:
+            seen.append((ref, key))
         if ref is None or (inex is not None and inex.skips(ref, key)):
             steps.append(Step(key, KEEP))
             continue
@@ -265,6 +268,7 @@ def build_plan(recipe: Recipe, a: ModelInfo, b: ModelInfo, c: Optional[ModelInfo
         beta = wb.for_block(family, ref) if wb is not None else recipe.beta
         if elemental is not None:
             alpha = elemental.alpha(ref, key, family.slot_index(ref.coarse), num, alpha)
+            tried.append((ref.fine if elemental.extended else ref.coarse, key))
         if cm.skip_key(key) or (cm.min_dim and len(a.shape(key)) < cm.min_dim):
             steps.append(Step(key, KEEP, alpha, beta, ref.coarse, ref.fine))
             continue
@@ -281,6 +285,10 @@ def build_plan(recipe: Recipe, a: ModelInfo, b: ModelInfo, c: Optional[ModelInfo
             continue
         steps.append(Step(key, MERGE, alpha, beta, ref.coarse, ref.fine, reads_c=uses_c and key in c, adjust=adj))
 
+    if inex is not None:
+        notes += inex.unmatched(seen)
+    if elemental is not None:
+        notes += unmatched(list(elemental.rules), tried)
     if family.name != "flux":  # Stage 2: B's model keys that A lacks are copied in (SPEC §0 step 28)
         steps += [Step(k, FROM_B) for k in b.keys
                   if k not in a and "model" in k and k != CLIP_POSITION_IDS]

@@ -92,8 +92,9 @@ class SuperMergerCheckpointMerge(io.ComfyNode):
         except params.MergeError as e:
             raise params.node_error(node, e) from None
         name = params.merge_core.merge.display_name(plan)
+        notes = "".join(f"\n• {n}" for n in plan.notes)
         return io.NodeOutput(model, clip, vae, plan.recipe.to_json(), entry.id,
-                             ui=ui.PreviewText(f"merge ID {entry.id}: {name}"))
+                             ui=ui.PreviewText(f"merge ID {entry.id}: {name}{notes}"))
 
 
 class SuperMergerSave(io.ComfyNode):

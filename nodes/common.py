@@ -46,3 +46,20 @@ def stops_on_interrupt():
     except merge_core.MergeInterrupted:
         mm.throw_exception_if_processing_interrupted()
         raise
+
+
+def show_notes(node_id, notes: list) -> None:
+    """A merge's notes (entries that match no key, a mode switched by the calcmode…) as text on the node and in
+    the server log, so nothing the user typed is ignored silently."""
+    if not notes:
+        return
+    import logging
+
+    text = "\n".join(f"• {n}" for n in notes)
+    logging.warning("SuperMerger (node %s):\n%s", node_id, text)
+    try:
+        from server import PromptServer
+
+        PromptServer.instance.send_progress_text(text, str(node_id))
+    except Exception:  # noqa: BLE001 - no server (a script): the log has it
+        pass

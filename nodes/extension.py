@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.v0_0_2 import ComfyExtension, io, ui
 
 from . import checkpoint_nodes, checkpoints, inspect_nodes, lora, lora_extract, params, patching
-from .common import CATEGORY, TIPS, Params
+from .common import CATEGORY, TIPS, Params, show_notes
 
 MODE_NODES = {  # node id → (mode, display name, models, beta?, gamma?)
     "SuperMergerWeightSum": ("weight_sum", "Weight Sum (SuperMerger)", "A·(1−α) + B·α"),
@@ -75,6 +75,7 @@ def _merge_node(node_id: str, mode: str, display: str, formula: str) -> type:
                 raise params.node_error(node_id, e) from None
             checkpoints.history().append(plan.recipe, params.merge_core.merge.display_name(plan), {}, "in-graph",
                                          plan.family.name)
+            show_notes(cls.hidden.unique_id, plan.notes)
             return io.NodeOutput(model, clip, plan.recipe.to_json())
 
     Node.__name__ = node_id

@@ -172,14 +172,30 @@ def test_xl_elemental_addresses_xl_blocks_directly_and_extended_names():
     assert hits and all(SDXL.block_of(k).fine in ("IN411", "TIME") for k in hits)
 
 
-def test_entries_without_two_colons_are_ignored_and_bad_blocks_are_errors():
-    assert parse_elemental("OUT03:0.5, just text", SD1, False) == []
+def test_entries_that_are_not_blocks_elements_ratio_and_bad_blocks_are_errors():
+    for text in ("OUT03:0.5", "hello world", "IN01:a:b:0.5"):
+        with pytest.raises(MergeError, match=f"elemental entry '{text}': is not BLOCKS:ELEMENTS:RATIO"):
+            parse_elemental(f"IN02::0.1,{text}", SD1, False)
+    assert len(parse_elemental("IN02::0.1,,\n", SD1, False)) == 1  # empty entries are no entries
     with pytest.raises(MergeError, match="unknown block IN99"):
         parse_elemental("IN99::0.5", SD1, False)
     with pytest.raises(MergeError, match="range 'IN01-ZZ'"):
         parse_elemental("IN01-ZZ::0.5", SD1, False)
     with pytest.raises(MergeError, match="ratio 'abc'"):
         parse_elemental("IN01::abc", SD1, False)
+    with pytest.raises(MergeError, match="elemental entry 'IN01:foo:bar': ratio 'bar' is not a number or R, U, X"):
+        parse_elemental("IN01:foo:bar", SD1, False)  # SuperMerger would call any text holding R/U/X random
+    assert [r.ratio for r in parse_elemental("IN01::R,IN02::u, IN03 :: X ", SD1, False)] == ["R", "u", "X"]
+
+
+def test_elemental_and_include_exclude_entries_that_match_no_key_are_noted():
+    p = plan(alpha=0.2, elemental="OUT03-OUT05:atn2:0.8\nOUT03:attn2:0.5",
+             include_exclude={"mode": "exclude", "blocks": ["IN05"], "elements": ["atn1", "attn1"]})
+    assert [n for n in p.notes if "matches no key" in n] == [
+        "include/exclude element 'atn1' matches no key of this model (key names: see the Model Elements node or "
+        "`keys`)",
+        "elemental entry 'OUT03-OUT05:atn2:0.8' matches no key of this model (its blocks and element names: see "
+        "the Model Elements node or `keys`)"]
 
 
 # Dice roll (§8) --------------------------------------------------------------------------------------
