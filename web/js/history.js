@@ -1,8 +1,9 @@
 // The merge-history browser: a sidebar tab listing the pack's merge history (newest first, paged, searched
 // with SuperMerger's words and/or), each merge's full recipe, "load into graph" and a block-weight chart.
+import { api } from "../../../scripts/api.js";
 import { getJson } from "./api.js";
 import { h } from "./dom.js";
-import { chartSvg } from "./chart.js";
+import { chartSvg, legend } from "./chart.js";
 import { modelsText, weightsText } from "./rows.js";
 
 const PAGE = 20;
@@ -11,13 +12,22 @@ const HISTORY_NODE = "SuperMergerHistory";
 const state = { q: "", match: "and", filesOnly: false, offset: 0, chosen: new Map(), open: new Set() };
 
 export function historyTab(app, hooks) {
+  let browser = null;
   return {
     id: "supermerger-history",
-    icon: "pi pi-history",
+    icon: "pi pi-book", // the queue tab already has pi-history
     title: "Merges",
     tooltip: "SuperMerger merge history",
     type: "custom",
-    render: (el) => new HistoryBrowser(el, app, hooks).load(),
+    render: (el) => {
+      browser?.close();
+      browser = new HistoryBrowser(el, app, hooks);
+      browser.load();
+    },
+    destroy: () => {
+      browser?.close();
+      browser = null;
+    },
   };
 }
 
@@ -38,6 +48,10 @@ class HistoryBrowser {
     this.pager = h("div", { class: "sm-h-pager" });
     this.chartBtn = h("button", { class: "sm-btn sm-h-chartbtn", type: "button", onclick: () => this.chart() });
     this.chartBox = h("div", { class: "sm-h-chart" });
+    // A merge that finishes while the tab is open shows up at once (Checkpoint Merge and the merge nodes record
+    // one per run).
+    this.onDone = () => this.load();
+    api.addEventListener("execution_success", this.onDone);
     root.replaceChildren(h("div", { class: "sm-history" },
       h("div", { class: "sm-h-title" }, h("span", {}, "Merge history"),
         h("button", { class: "sm-btn", type: "button", title: "Reload", onclick: () => this.load() }, h("i", { class: "pi pi-refresh" }))),
@@ -51,6 +65,10 @@ class HistoryBrowser {
           onclick: () => { state.chosen.clear(); this.chartBox.replaceChildren(); this.load(); } }, "clear")),
       this.chartBox));
     this.updateChartButton();
+  }
+
+  close() {
+    api.removeEventListener("execution_success", this.onDone);
   }
 
   search() {
@@ -78,6 +96,7 @@ class HistoryBrowser {
       : page.all ? `no merge${what}` : "no merges recorded yet: run a SuperMerger merge";
     this.list.replaceChildren(...page.entries.map((e) => this.row(e)));
     const last = Math.min(page.offset + page.entries.length, page.total);
+    this.pager.hidden = page.total === 0;
     this.pager.replaceChildren(
       h("button", { class: "sm-btn sm-h-prev", type: "button", disabled: page.offset === 0, title: "Newer",
         onclick: () => { state.offset = Math.max(0, state.offset - PAGE); this.load(); } }, h("i", { class: "pi pi-angle-left" })),
@@ -97,11 +116,13 @@ class HistoryBrowser {
       title: "Add a Merge History node with this ID (or set the selected one)", onclick: () => this.loadIntoGraph(e) },
     h("i", { class: "pi pi-sign-in" }), " load into graph");
     const el = h("div", { class: "sm-h-row", "data-id": e.id },
-      h("div", { class: "sm-h-top" }, box, h("span", { class: "sm-h-id" }, `#${e.id}`), h("span", { class: "sm-h-time" }, e.time),
-        h("span", { class: "sm-h-mode" }, `${e.mode} · ${e.calcmode}`)),
-      h("div", { class: "sm-h-models", title: e.name }, modelsText(e) || e.name),
+      h("div", { class: "sm-h-top" }, box, h("span", { class: "sm-h-id" }, `#${e.id}`),
+        h("span", { class: "sm-h-models", title: e.name }, modelsText(e) || e.name)),
+      h("div", { class: "sm-h-meta" }, h("span", { class: "sm-h-mode" }, `${e.mode} · ${e.calcmode}`),
+        h("span", { class: "sm-h-time" }, e.time),
+        e.rerunnable ? null : h("span", { class: "sm-h-tag", title: "merged in the graph: Checkpoint Merge cannot run it again from files" }, "in-graph")),
       h("div", { class: "sm-h-weights", title: weightsText(e) }, weightsText(e)),
-      h("div", { class: "sm-h-buttons" }, toggle, load, e.rerunnable ? null : h("span", { class: "sm-h-tag", title: "merged in the graph: Checkpoint Merge cannot run it again from files" }, "in-graph")),
+      h("div", { class: "sm-h-buttons" }, toggle, load),
       recipe);
     if (state.open.has(e.id)) this.toggleRecipe(e.id, recipe, true);
     return el;
@@ -160,8 +181,9 @@ class HistoryBrowser {
     this.chartBox.textContent = "loading…";
     try {
       const data = await getJson("/history/weights", { ids: ids.join(",") });
-      const width = Math.max(260, this.chartBox.clientWidth || 360);
-      this.chartBox.innerHTML = chartSvg(data, { width, height: 230 + Math.ceil(data.series.length / 3) * 14 });
+      this.chartBox.innerHTML = chartSvg(data);
+      this.chartBox.append(h("div", { class: "sm-h-legend" }, legend(data.series).map((l) =>
+        h("div", { class: "sm-h-legend-item", title: l.text }, h("span", { class: "sm-h-swatch", style: `background:${l.color}` }), l.text))));
     } catch (e) {
       this.chartBox.textContent = e.message;
     }

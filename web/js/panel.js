@@ -9,7 +9,7 @@ import { h } from "./dom.js";
 const FAMILY_CHOICES = [["auto", "auto"], ["sd1", "SD 1.x"], ["sd2", "SD 2.x"], ["sdxl", "SDXL"], ["flux", "Flux"]];
 const OPS = [["set", "set"], ["add", "add"], ["mul", "×"]];
 const SLIDER = { min: 0, max: 1, step: 0.01 };
-const MIN_WIDTH = { flux: 620, default: 470 };
+const MIN_WIDTH = { flux: 620, fine: 740, default: 470 };
 let clipboard = ""; // panels share it when the system clipboard cannot be read
 
 export class BlockWeightPanel {
@@ -220,13 +220,14 @@ export class BlockWeightPanel {
     this.render();
   }
 
+  /** A message in the note line for a few seconds (copied, a paste that did not fit, …). */
   flash(text, isError = false) {
-    const s = this.el.querySelector(".sm-flash");
-    if (!s) return;
-    s.textContent = text;
-    s.classList.toggle("sm-error", isError);
+    const note = this.el.querySelector(".sm-note");
+    if (!note) return;
+    note.title = note.textContent = text;
+    note.classList.add(isError ? "sm-error" : "sm-flash");
     clearTimeout(this.flashTimer);
-    this.flashTimer = setTimeout(() => { s.textContent = ""; }, 4000);
+    this.flashTimer = setTimeout(() => this.updateValues(), 4000);
   }
 
   // ------------------------------------------------------------------ keeping in step with the node
@@ -263,6 +264,7 @@ export class BlockWeightPanel {
   // ------------------------------------------------------------------ DOM
 
   minWidth() {
+    if (this.fineOpen && this.family().table.extended) return MIN_WIDTH.fine;
     return MIN_WIDTH[this.family().table.name] ?? MIN_WIDTH.default;
   }
 
@@ -306,42 +308,51 @@ export class BlockWeightPanel {
       btn("pi-clipboard", "Paste a whole list (or a preset name)", () => this.paste(), "sm-paste"),
       btn("pi-eraser", "Empty the list: every block then uses the merge's slider", () => this.clear(), "sm-clear"));
 
-    const note = h("div", { class: `sm-note${r.status === "error" ? " sm-error" : ""}` }, this.noteText(spec, table, r, linked));
+    const noteText = this.noteText(spec, table, r, linked);
+    const note = h("div", { class: `sm-note${r.status === "error" ? " sm-error" : ""}`, title: noteText }, noteText);
     const grid = h("div", { class: `sm-grid sm-cols-${W.columns(table).length}${dim ? " sm-dim" : ""}` },
       W.columns(table).map((col) => h("div", { class: "sm-col" },
         col.map((name) => this.row("c", name, views.coarse?.[table.blocks.indexOf(name)], disabled, table)))));
 
     const parts = [head, bar, note, grid];
     if (table.extended) parts.push(this.fineSection(table, r, views, disabled));
-    parts.push(this.tools(table, disabled || r.status === "error"), h("div", { class: "sm-flash" }));
+    parts.push(this.tools(table, disabled || r.status === "error"));
     const inner = h("div", { class: "sm-inner" }, parts);
     this.el.replaceChildren(inner);
+    this.el.dataset.node = String(this.node.id);
     this.el.dataset.family = table.name;
     this.el.dataset.list = this.active;
     this.observer ??= typeof ResizeObserver === "function"
       ? new ResizeObserver(() => this.measured(this.el.firstElementChild?.offsetHeight ?? 0)) : null;
     this.observer?.disconnect();
     this.observer?.observe(inner);
-    this.height ??= this.estimateHeight(table);
+    this.contentHeight ??= this.estimateHeight(table);
   }
 
-  /** Before the panel is on screen: rows × row height plus the bars. */
+  /** Before the panel is on screen: a lower bound of its height (rows and bars), so that a node opened from a
+   * workflow is never grown past its saved size by a guess; the first measurement then grows a new node. */
   estimateHeight(table) {
-    return Math.max(...W.columns(table).map((c) => c.length)) * 22 + (table.extended ? 180 : 150);
+    return Math.max(...W.columns(table).map((c) => c.length)) * 20 + 90;
   }
 
+  /** The content's height as laid out. The first measurement replaces the estimate without shrinking the
+   * node (a node opened from a workflow keeps its saved size); later ones follow what the user opened or
+   * closed (fine blocks, another family). */
   measured(px) {
-    if (px > 0 && Math.abs(px + 4 - this.height) > 1) {
-      const old = this.height;
-      this.height = px + 4;
+    if (px > 0 && Math.abs(px - this.contentHeight) > 1) {
+      const old = this.wasMeasured ? this.contentHeight : null;
+      this.contentHeight = px;
+      this.wasMeasured = true;
       this.hooks.resized(this, old);
     }
   }
 
   /** Called on every canvas frame that draws the node: catch changes made outside the panel. */
   tick() {
+    if (this.el.dataset.node !== String(this.node.id)) this.el.dataset.node = String(this.node.id);
     const snap = JSON.stringify([this.lists.map((l) => [widgetOf(this.node, l.text)?.value,
-      l.preset ? widgetOf(this.node, l.preset)?.value : null, this.linked(l)]), this.familyChoice()]);
+      l.preset ? widgetOf(this.node, l.preset)?.value : null, this.linked(l)]), this.familyChoice(),
+    (this.node.inputs ?? []).map((i) => i.link)]);
     if (snap !== this.snap) {
       this.snap = snap;
       this.sync();
@@ -356,6 +367,7 @@ export class BlockWeightPanel {
 
   destroy() {
     clearTimeout(this.detectTimer);
+    clearTimeout(this.flashTimer);
     this.observer?.disconnect();
   }
 
@@ -372,12 +384,14 @@ export class BlockWeightPanel {
     if (linked) return `${spec.text} is connected to another node: edit it there`;
     if (r.status === "error") return `${spec.text}: ${r.message}. Pick a preset, paste a list or "set ALL" to start again.`;
     const parts = [];
-    if (r.status === "empty") parts.push(`empty: every block uses the merge's ${spec.label} (${sliderValue(this.node, spec.key)})`);
-    else parts.push(`${r.count} values`);
+    const chained = (this.node.inputs ?? []).some((i) => i.name === "weights" && i.link != null);
+    if (r.status === "empty") parts.push(chained ? `empty: the list from the connected weights input applies, if it has one`
+      : `empty: every block uses the merge's ${spec.label} (${sliderValue(this.node, spec.key)})`);
+    else parts.push(`${r.count} values; click block names to select them`);
     if (r.source === "preset-box") parts.push(`the ${spec.preset} box (${r.preset}) wins over the text; an edit takes it over`);
     if (r.source === "preset-name") parts.push(`preset ${r.preset}`);
     if (r.converted) parts.push("an SD list: SDXL keeps IN00–IN08, M00, OUT00–OUT08");
-    if (r.layout === "fine") parts.push("110 fine blocks");
+    if (r.layout === "fine") parts[0] = `${r.count} values: one per fine block`;
     return parts.join(" · ");
   }
 
@@ -433,7 +447,10 @@ export class BlockWeightPanel {
     const current = base ? this.matchingPreset(table, base, W.presetsFor(table, this.presets)) : null;
     if (sel) sel.textContent = current ? `preset: ${current}` : "preset…";
     const note = this.el.querySelector(".sm-note");
-    if (note) note.textContent = this.noteText(spec, table, r, this.linked(spec));
+    if (note) {
+      note.title = note.textContent = this.noteText(spec, table, r, this.linked(spec));
+      note.className = `sm-note${r.status === "error" ? " sm-error" : ""}`;
+    }
   }
 
   fineSection(table, r, views, disabled) {

@@ -6,6 +6,7 @@ import { getEditorData } from "./api.js";
 import { historyTab } from "./history.js";
 import { BlockWeightPanel } from "./panel.js";
 
+const MARGIN = 6; // the DOM widget's margin on each side (its element is the widget's height less two margins)
 const ALPHA = { key: "alpha", label: "α", text: "weights_alpha" };
 const BETA = { key: "beta", label: "β", text: "weights_beta" };
 // Node id → the block-weight lists it has (text widget, and the preset box that wins over it).
@@ -44,11 +45,13 @@ async function attachPanel(node, lists) {
   const data = await getEditorData();
   const panel = new BlockWeightPanel(node, lists, data, {
     ...hooks,
+    // Only what the panel needs: grow a node too small for it, shrink one only after the panel itself shrank
+    // (a node size is saved, and every change of it is an undo step of its own).
     resized(p, old) {
       const need = node.computeSize();
       const width = Math.max(node.size[0], p.minWidth());
-      const height = old && p.height < old ? Math.max(need[1], node.size[1] - (old - p.height))
-        : Math.max(node.size[1], need[1]);
+      const shrink = old !== null && p.contentHeight < old;
+      const height = shrink ? need[1] : need[1] > node.size[1] + 4 ? need[1] : node.size[1];
       if (width !== node.size[0] || height !== node.size[1]) node.setSize([width, height]);
       hooks.canvasDirty();
     },
@@ -58,8 +61,9 @@ async function attachPanel(node, lists) {
     hideOnZoom: true,
     getValue: () => "",
     setValue: () => {},
-    getMinHeight: () => panel.height,
-    getMaxHeight: () => panel.height,
+    margin: MARGIN,
+    getMinHeight: () => panel.contentHeight + 2 * MARGIN,
+    getMaxHeight: () => panel.contentHeight + 2 * MARGIN,
     onDraw: () => panel.tick(),
   });
   widget.serialize = false;
@@ -70,8 +74,8 @@ async function attachPanel(node, lists) {
     return removed?.apply(this, args);
   };
   node.smPanel = panel;
-  const need = node.computeSize();
-  node.setSize([Math.max(node.size[0], panel.minWidth()), Math.max(node.size[1], need[1])]);
+  // The width first, before the panel is laid out: its height is then measured once, at the width it keeps.
+  if (node.size[0] < panel.minWidth()) node.setSize([panel.minWidth(), node.size[1]]);
   panel.detect().catch(() => {});
 }
 

@@ -2,12 +2,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { chartSvg } from "../../../web/js/chart.js";
+import { COLORS, chartSvg, legend } from "../../../web/js/chart.js";
 import { modelsText, weightsText } from "../../../web/js/rows.js";
 
 const points = (svg) => [...svg.matchAll(/<polyline[^>]*points="([^"]*)"/g)].map((m) => m[1].split(" ").map((p) => p.split(",").map(Number)));
 
-test("one line per merge, one point per block, 1 above 0, labels and legend escaped", () => {
+test("one line per merge, one point per block, 1 above 0, labels and names escaped", () => {
   const labels = ["BASE", "IN00", "M00", "OUT00"];
   const svg = chartSvg({ labels, series: [{ id: 3, name: "a <b> & c", values: [0, 1, 0.5, 0] },
     { id: 7, name: "second", values: [1, 1, 1, 1] }] }, { width: 400, height: 200 });
@@ -19,8 +19,11 @@ test("one line per merge, one point per block, 1 above 0, labels and legend esca
   assert.ok(first.every(([x], i) => i === 0 || x > first[i - 1][0]), "blocks left to right");
   assert.ok(first.every(([x, y]) => x >= 0 && x <= 400 && y >= 0 && y <= 200));
   for (const l of labels) assert.match(svg, new RegExp(`>${l}</text>`));
-  assert.match(svg, /#3 a &#60;b&#62; &#38; c/);
+  assert.match(svg, /<title>#3 a &#60;b&#62; &#38; c<\/title>/);
   assert.doesNotMatch(svg, /<b>/);
+  assert.match(svg, /viewBox="0 0 400 200"/);
+  assert.deepEqual(legend([{ id: 3, name: "x" }, { id: 7, name: "y" }]), [{ color: COLORS[0], text: "#3 x" },
+    { color: COLORS[1], text: "#7 y" }]);
 });
 
 test("negative weights get a zero line; 110 labels are thinned to fit", () => {
@@ -29,7 +32,9 @@ test("negative weights get a zero line; 110 labels are thinned to fit", () => {
   assert.match(svg, /sm-chart-zero/);
   assert.equal(points(svg)[0].length, 110);
   const shown = [...svg.matchAll(/class="sm-chart-label"/g)].length;
-  assert.ok(shown > 10 && shown <= 26, `${shown} labels`);
+  assert.ok(shown > 10 && shown < 55, `${shown} labels`);
+  const all26 = chartSvg({ labels: labels.slice(0, 26), series: [{ id: 1, name: "x", values: Array(26).fill(0.5) }] });
+  assert.equal([...all26.matchAll(/class="sm-chart-label"/g)].length, 26);
 });
 
 test("history rows: models by short name, α/β as sliders or block lists", () => {
