@@ -61,6 +61,9 @@ def _header_only(folder: Path, name: str) -> Path:
     return path
 
 
+EARLIER = 22  # merges in the history before the browser opens
+
+
 def _earlier_merges(work: Path) -> None:
     """A few merges recorded before the browser opens, so the history tab has something to page, search and
     chart besides the merge the test runs."""
@@ -76,6 +79,9 @@ def _earlier_merges(work: Path) -> None:
                    weights_alpha=preset)
         h.append(r, f"earlier merge {i + 1}", {"a": {"name": "mini_a.safetensors"}, "b": {"name": "mini_b.safetensors"}},
                  "checkpoint", "sd1")
+    for i in range(EARLIER - 4):  # enough for a second page
+        h.append(Recipe(model_a="mini_b.safetensors", model_b="mini_a.safetensors", alpha=i / 20), f"plain merge {i + 1}",
+                 {}, "checkpoint", "sd1")
 
 
 @pytest.fixture(scope="module")

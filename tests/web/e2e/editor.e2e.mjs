@@ -245,6 +245,17 @@ try {
     assert.deepEqual(t.slice(14), tokens(afterGroup).slice(14));
   });
 
+  await run("typing in the text field moves the sliders", async () => {
+    const text = `${finalAlpha.split(",").slice(0, 25).join(",")},0.6`;
+    const field = await page.evaluateHandle((bw) => app.graph.getNodeById(bw).widgets[0].element, bw); // weights_alpha
+    await field.fill(text);
+    assert.equal(await widget(bw, "weights_alpha"), text);
+    await page.waitForFunction((sel) => document.querySelector(sel)?.value === "0.6", `${row(bw, "OUT11")} .sm-num`);
+    await field.fill(finalAlpha);
+    await page.waitForFunction((sel) => document.querySelector(sel)?.value === "0.5", `${row(bw, "OUT11")} .sm-num`);
+    await page.mouse.click(300, 960); // the field's own undo history ends here; the editor's records the change
+  });
+
   await run("copy α, paste into β", async () => {
     await page.click(`${panel(bw)} .sm-copy`);
     await page.waitForSelector(`${panel(bw)} .sm-note:text("copied 26 values")`);
@@ -423,20 +434,27 @@ try {
     await load(saved);
     await page.click(".supermerger-history-tab-button");
     await page.waitForSelector(".sm-history .sm-h-row");
-    const first = await page.getAttribute(".sm-history .sm-h-row", "data-id");
-    assert.equal(Number(first), results.merge_id, "the newest merge is listed first");
+    const ids = () => page.$$eval(".sm-h-row", (rows) => rows.map((r) => Number(r.dataset.id)));
+    const page1 = await ids();
+    assert.equal(page1[0], results.merge_id, "the newest merge is listed first");
+    assert.deepEqual(page1, Array.from({ length: 20 }, (_, i) => results.merge_id - i));
+    assert.match(await page.textContent(".sm-h-pager"), new RegExp(`1–20 of ${results.merge_id}`));
+    await page.click(".sm-h-next");
+    await page.waitForFunction((n) => document.querySelector(".sm-h-row")?.dataset.id === String(n), results.merge_id - 20);
+    assert.deepEqual(await ids(), Array.from({ length: results.merge_id - 20 }, (_, i) => results.merge_id - 20 - i));
+    await page.click(".sm-h-prev");
+    await page.waitForFunction((n) => document.querySelector(".sm-h-row")?.dataset.id === String(n), results.merge_id);
     // Only this run's merge has both words (the earlier merges name their presets, not their values).
     await page.fill(".sm-h-q", "weight_sum 0.8");
     await page.click(".sm-h-go");
     await page.waitForFunction(() => /matching/.test(document.querySelector(".sm-h-status")?.textContent));
-    const found = await page.$$eval(".sm-h-row", (rows) => rows.map((r) => Number(r.dataset.id)));
-    assert.deepEqual(found, [results.merge_id]);
+    assert.deepEqual(await ids(), [results.merge_id]);
     await page.fill(".sm-h-q", "0.8 GRAD_A");
     await page.click(".sm-h-go");
     await page.waitForFunction(() => /no merge matching/.test(document.querySelector(".sm-h-status")?.textContent));
     await page.selectOption(".sm-h-match", "or");
     await page.waitForFunction(() => document.querySelectorAll(".sm-h-row").length >= 2);
-    const either = await page.$$eval(".sm-h-row", (rows) => rows.map((r) => Number(r.dataset.id)));
+    const either = await ids();
     assert.equal(either.length, 2, `or: ${either}`);
     assert.equal(either[0], results.merge_id);
     for (const id of either.slice(0, 3)) await page.check(`.sm-h-row[data-id="${id}"] .sm-h-pick`);
