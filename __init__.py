@@ -10,4 +10,17 @@ WEB_DIRECTORY = "./web"
 async def comfy_entrypoint():
     from .nodes.extension import SuperMergerExtension
 
+    _register_routes()
     return SuperMergerExtension()
+
+
+def _register_routes():
+    """The editor's JSON routes; without them the nodes still work (the panel then stays off)."""
+    import logging
+
+    try:
+        from .nodes import routes
+
+        routes.register()
+    except Exception:  # noqa: BLE001 — a server without routes must not cost the user the nodes
+        logging.exception("SuperMerger: the editor's routes could not be registered")

@@ -166,12 +166,7 @@ class History:
     def search(self, words: str, match: str = "and") -> list:
         """Entries (newest first) whose text holds all (`and`) or any (`or`) of the space-separated words,
         case-insensitively."""
-        if match not in ("and", "or"):
-            raise MergeError("match", f"'{match}' is not 'and' or 'or'")
-        terms = [w.lower() for w in words.split()]
-        test = all if match == "and" else any
-        found = [e for e in self.entries() if not terms or test(t in e.search_text() for t in terms)]
-        return found[::-1]
+        return matching(self.entries(), words, match)
 
     def import_supermerger_csv(self, csv_path) -> list:
         """Append the rows of SuperMerger's `mergehistory.csv` as new entries (new IDs; the old ID is kept in
@@ -188,6 +183,16 @@ class History:
             if new:
                 self._write_lines([json.dumps(e.to_dict(), ensure_ascii=False) for e in new])
         return new
+
+
+def matching(entries: list, words: str, match: str = "and") -> list:
+    """The entries (newest first) whose text holds all (`and`) or any (`or`) of the space-separated words,
+    case-insensitively; `entries` oldest first, as `History.entries` gives them."""
+    if match not in ("and", "or"):
+        raise MergeError("match", f"'{match}' is not 'and' or 'or'")
+    terms = [w.lower() for w in words.split()]
+    test = all if match == "and" else any
+    return [e for e in reversed(entries) if not terms or test(t in e.search_text() for t in terms)]
 
 
 def table(entries: Iterable[Entry]) -> str:

@@ -63,8 +63,9 @@ class WeightStats:
         return "\n".join([head] + ["\t".join(map(str, r)) for r in self.rows()])
 
 
-def weight_stats(entries: list) -> WeightStats:
-    """Per-block mean and spread of α over `entries` (history entries of one model family)."""
+def block_series(entries: list) -> tuple:
+    """(block labels, one α list per entry): what each merge gave each block. All entries must be of one kind
+    (the same list of blocks)."""
     if not entries:
         raise MergeError("ids", "no merges chosen")
     lists, labels = [], None
@@ -81,6 +82,12 @@ def weight_stats(entries: list) -> WeightStats:
             raise MergeError(f"merge {e.id}", f"has {len(values)} block weights ({family.label}) but merge {first} "
                                               f"has {len(labels)}: compare merges of one kind")
         lists.append(values)
+    return labels, lists
+
+
+def weight_stats(entries: list) -> WeightStats:
+    """Per-block mean and spread of α over `entries` (history entries of one model family)."""
+    labels, lists = block_series(entries)
     n = len(lists)
     mean = [sum(col) / n for col in zip(*lists)]
     std = [math.sqrt(sum((x - m) ** 2 for x in col) / n) for col, m in zip(zip(*lists), mean)]
