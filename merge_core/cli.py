@@ -11,7 +11,8 @@ from typing import Optional
 from .lora import cli as lora_cli
 from .errors import MergeError, MergeInterrupted
 from .history import History, record, table
-from .merge import SaveOptions, adjust_to_file, display_name, make_plan, merge_to_file, open_inputs, write_elist
+from .merge import (SaveOptions, adjust_to_file, display_name, make_plan, merge_to_file, name_tag, open_inputs,
+                    write_elist)
 from .naming import file_name
 from .plan import MERGE
 from .recipe import Recipe
@@ -59,7 +60,8 @@ def run_merge(recipe: Recipe, out: Path, options: SaveOptions, base_dir=None, qu
         if out.is_dir():  # automatic name (SPEC §10.8)
             conv = "model.diffusion_model.input_blocks.0.0.weight"
             channels = inputs.a.shape(conv)[1] if conv in inputs.a else None
-            out = out / file_name(display_name(plan), options.fp16, in_channels=channels)
+            out = out / file_name(display_name(plan), options.fp16, in_channels=channels,
+                                  tag=name_tag(plan.recipe))
         update, close = _progress_bar("merge") if not quiet else (None, lambda: None)
         try:
             result = merge_to_file(recipe, inputs, out, options, plan=plan, progress=update, device=device)

@@ -5,6 +5,7 @@ Save options (SPEC §10) are per-key decisions too, so they are compiled into th
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -157,6 +158,20 @@ def display_name(plan: Plan) -> str:
     return merge_name(plan.mode, recipe.calcmode, recipe.model_a, recipe.model_b, recipe.model_c or recipe.model_a,
                       wa.base if wa else recipe.alpha, wb.base if wb else recipe.beta, _listing(wa),
                       _listing(wb) if wa else None)
+
+
+def name_tag(recipe: Recipe) -> str:
+    """8 hex digits for what SuperMerger's merge name does not show (elemental rules, Include/Exclude, Adjust,
+    the dice and its seed, old calc), so merges that differ only there get different automatic file names;
+    "" when the recipe uses none of it."""
+    hidden = {"elemental": recipe.elemental, "include_exclude": recipe.include_exclude
+              if recipe.include_exclude.get("mode", "off") != "off" else None, "adjust": recipe.adjust,
+              "dice": recipe.dice, "use_old_calc": recipe.use_old_calc}
+    hidden = {k: v for k, v in hidden.items() if v}
+    if not hidden:
+        return ""
+    hidden["seed"] = recipe.seed
+    return hashlib.sha256(json.dumps(hidden, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def build_metadata(plan: Plan, inputs: Inputs) -> dict:

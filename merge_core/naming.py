@@ -1,6 +1,7 @@
 """SuperMerger's merge names and automatic file names (SPEC §10.2, §10.8)."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Optional
@@ -43,10 +44,15 @@ def merge_name(mode: str, calcmode: str, a: str, b: str, c: str, alpha: float, b
     return name
 
 
+NAME_LIMIT = 240  # characters of a file name: clear of the 255 file systems allow, room for a temporary suffix
+
+
 def file_name(name: str, fp16: bool = False, ext: str = ".safetensors", in_channels: Optional[int] = None,
-              custom: bool = False, number: int = 1) -> str:
-    """File name for a merge name: spaces dropped, `,()` → `_`, `.fp16` and inpainting suffixes; `number` > 1
-    is put before the suffixes (`name_2.fp16.safetensors`)."""
+              custom: bool = False, number: int = 1, tag: str = "") -> str:
+    """File name for a merge name: spaces dropped, `,()` → `_`, `.fp16` and inpainting suffixes; `tag` (what the
+    merge name does not show, see merge.name_tag) and `number` > 1 go before the suffixes
+    (`name_tag_2.fp16.safetensors`). A name too long for a file is cut after a whole value and marked with a
+    hash of all of it, so two long names that differ only in the part cut off stay two names."""
     pre = ("" if number == 1 else f"_{number}") + (".fp16" if fp16 else "")
     kind = {9: "-inpainting", 8: "-instruct-pix2pix"}.get(in_channels, "")
     if custom:
@@ -55,10 +61,14 @@ def file_name(name: str, fp16: bool = False, ext: str = ".safetensors", in_chann
     base = os.path.basename(name).replace(" ", "")
     for ch in ",()":
         base = base.replace(ch, "_")
-    out = (base + pre + kind + ext).lstrip("_")
-    if len(out) > 240:  # keep clear of the 255-character file-name limit
-        out = out[: 240 - len(ext)] + ext
-    return out
+    base = (base + (f"_{tag}" if tag else "")).lstrip("_")
+    room = NAME_LIMIT - len(pre + kind + ext)
+    if len(base) > room:
+        digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+        cut = base[: room - len(digest) - 1]
+        cut = cut[: max(cut.rfind(c) for c in "_+-")] or cut  # after a whole value, not inside a number
+        base = f"{cut}~{digest}"
+    return base + pre + kind + ext
 
 
 def inside(base, filename: str, suffix: str = ".safetensors") -> Path:

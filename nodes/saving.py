@@ -57,22 +57,22 @@ AUTO_NAME = "SuperMerger"  # a model that comes with no recipe
 
 
 def metadata_and_name(recipe_text, options) -> tuple:
-    """(metadata, automatic name) for a save: SuperMerger's full metadata and name when the inputs are known
+    """(metadata, automatic name, name tag) for a save: SuperMerger's full metadata and name when the inputs are known
     files (Checkpoint Merge, or an in-graph merge fed by checkpoint loaders), else our recipe alone and the
     merge's history ID."""
     if not recipe_text:
-        return {"format": "pt"}, AUTO_NAME
+        return {"format": "pt"}, AUTO_NAME, ""
     recipe = merge_core.Recipe.from_json(recipe_text)
     plan, inputs = _plan_for(recipe)
     if plan is None:
         meta = {"format": "pt", "supermerger_recipe": recipe.to_json(indent=None)}
-        return (meta if options.metadata else {"format": "pt"}), _history_name(recipe)
+        return (meta if options.metadata else {"format": "pt"}), _history_name(recipe), ""
     try:
         name = merge_core.merge.display_name(plan)
         meta = merge_core.merge.build_metadata(plan, inputs) if options.metadata else {"format": "pt"}
     finally:
         inputs.close()
-    return meta, name
+    return meta, name, merge_core.merge.name_tag(plan.recipe)
 
 
 class _WithExtras(merge_core.DictSource):
@@ -113,7 +113,7 @@ def checkpoint_source(model, clip=None, vae=None):
 
 def save(node: str, model, clip, vae, filename: str, destination: str, options, recipe_text=None) -> str:
     base = destination_dir(destination)
-    metadata, auto_name = metadata_and_name(recipe_text, options)
+    metadata, auto_name, tag = metadata_and_name(recipe_text, options)
     if filename.strip():
         path = merge_core.naming.inside(base, filename)
         if path.exists() and not options.overwrite:
@@ -122,7 +122,7 @@ def save(node: str, model, clip, vae, filename: str, destination: str, options, 
     else:  # an automatic name never fails: one that exists gets a number
         channels = model.model.model_config.unet_config.get("in_channels")  # 9: inpainting, 8: pix2pix
         path = merge_core.naming.free_name(base, auto_name, fp16=options.dtype == torch.float16,
-                                           in_channels=channels)
+                                           in_channels=channels, tag=tag)
     path.parent.mkdir(parents=True, exist_ok=True)
 
     src = checkpoint_source(model, clip, vae)

@@ -437,3 +437,28 @@ def test_an_automatic_name_that_exists_gets_the_next_number_before_its_suffixes(
     second.touch()
     assert free_name(tmp_path, name, fp16=True, in_channels=9).name == "Ax0.7+Bx0.3_3.fp16-inpainting.safetensors"
     assert free_name(tmp_path, "merge_7").name == "merge_7.safetensors"
+
+
+def test_a_long_automatic_name_is_cut_after_a_whole_value_keeps_its_suffixes_and_a_hash_of_all_of_it():
+    weights = ",".join(f"0.{i:03}" for i in range(110))
+    name = f"modelA x (1-alpha) + modelB x alpha (0.5,{weights})_cosineA"
+    out = file_name(name, fp16=True, in_channels=9, tag="1a2b3c4d", number=2)
+    assert len(out) <= 240 and out.endswith("_2.fp16-inpainting.safetensors")
+    cut, digest = out[: -len("_2.fp16-inpainting.safetensors")].rsplit("~", 1)
+    assert len(digest) == 8 and int(digest, 16) >= 0
+    last = cut.rsplit("_", 1)[-1]
+    assert last == "" or last.replace(".", "").isdigit() and len(last) == 5  # a whole value: 0.nnn
+    other = file_name(name.replace("0.109", "0.999"), fp16=True, in_channels=9, tag="1a2b3c4d", number=2)
+    assert other != out and other.rsplit("~", 1)[0] == out.rsplit("~", 1)[0]  # the same cut, another hash
+
+
+def test_what_the_merge_name_does_not_show_changes_the_file_name():
+    from merge_core.merge import name_tag
+
+    plain = Recipe(model_a="a", model_b="b")
+    assert name_tag(plain) == ""
+    tags = {name_tag(plain.replace(elemental="OUT03:attn2:0.5")), name_tag(plain.replace(elemental="OUT04:attn2:0.5")),
+            name_tag(plain.replace(adjust="1,0,0,0,0,0,0,0")), name_tag(plain.replace(
+                include_exclude={"mode": "exclude", "blocks": ["OUT03"], "elements": []}))}
+    assert len(tags) == 4 and all(len(t) == 8 for t in tags)
+    assert file_name("A x 0.7 + B x 0.3", tag="0badcafe") == "Ax0.7+Bx0.3_0badcafe.safetensors"
