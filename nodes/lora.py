@@ -16,7 +16,7 @@ from comfy_api.v0_0_2 import io
 
 from . import params
 from ._engine import merge_core
-from .common import interrupted, progress, stops_on_interrupt
+from .common import run_context, stops_on_interrupt
 from .lora_extract import output_path
 
 for _module in ("files", "merge", "metadata", "names", "syntax"):  # merge_core.lora.<module> as attributes
@@ -146,8 +146,7 @@ def merge_to_loras_folder(node: str, text: str, rank: str, same_to_strength: boo
             opened.append((lora.files.LoraFile.open(path, entry.name), entry))
         with stops_on_interrupt():
             lora.merge.merge_to_file(opened, out, rank, same_to_strength, metadata, precision, overwrite,
-                                     progress=progress(),
-                                     cancel=interrupted, where=f"{node}: loras")
+                                     run=run_context(), where=f"{node}: loras")
     finally:
         for f, _ in opened:
             f.close()

@@ -14,7 +14,7 @@ from comfy_api.v0_0_2 import io
 
 from . import params, patching
 from ._engine import merge_core
-from .common import interrupted, progress, stops_on_interrupt
+from .common import run_context, stops_on_interrupt
 
 for _module in ("extract", "extract_two", "files", "merge", "metadata", "syntax"):
     import_module(f"{merge_core.__name__}.lora.{_module}")
@@ -57,8 +57,7 @@ def extract_from_models(node: str, model_a, model_b, clip_a, clip_b, options, fi
     folder, out = output_path(node, filename, "lora_extract")
     with stops_on_interrupt():
         merge_core.lora.extract.extract_lora(a, b, options, out, overwrite, family=a.family,
-                                             progress=progress(),
-                                             cancel=interrupted)
+                                             run=run_context())
     return out.relative_to(folder).as_posix()
 
 
@@ -82,7 +81,7 @@ def extract_from_loras(node: str, entries: list, alpha: float, beta: float, gamm
         folder, out = output_path(node, filename, lora.merge.default_name(stems))
         with stops_on_interrupt():
             lora.extract_two.extract_two_to_file(inputs, out, alpha, beta, gamma, same_to_strength, "create new",
-                                                 precision, overwrite, interrupted, f"{node}: loras")
+                                                 precision, overwrite, run_context(), f"{node}: loras")
     finally:
         for f, _ in inputs:
             f.close()
