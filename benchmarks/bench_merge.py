@@ -148,7 +148,8 @@ def loaded_and_quiet(args, folder: Path, a: Path, b: Path, env: dict) -> None:
               f"loaded {ours} {med[(w, ours, 'loaded')]:.2f} s, {ref} {med[(w, ref, 'loaded')]:.2f} s")
         if w == "weight_sum":
             for ph in phases:
-                print(f"    ours / bare loop wall, {ph}: {med[(w, ours, ph)] / med[(w, ref, ph)]:.2f}×  (target ≤ 1.5×)")
+                ratio = med[(w, ours, ph)] / med[(w, ref, ph)]
+                print(f"    ours / bare loop wall, {ph}: {ratio:.2f}×  (target ≤ 1.5×)")
             print(f"    loaded / quiet slowdown: ours {slow[ours]:.2f}×, bare loop {slow[ref]:.2f}×  (target: ours "
                   "no worse)")
         else:

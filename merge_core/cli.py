@@ -38,7 +38,8 @@ def _human(n: float) -> str:
 
 
 def run_merge(recipe: Recipe, out: Path, options: SaveOptions, base_dir=None, quiet=False,
-              device: str = "cpu", elist=None, history: Optional[History] = None, threads: Optional[int] = None) -> Path:
+              device: str = "cpu", elist=None, history: Optional[History] = None,
+              threads: Optional[int] = None) -> Path:
     inputs = open_inputs(recipe, base_dir, options.bake_vae)
     try:
         plan = make_plan(recipe, inputs, options)  # once: a seed of -1 is drawn here

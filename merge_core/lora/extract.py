@@ -8,9 +8,9 @@ conv rank, the 3×3 convs of ResBlocks, Downsample and Upsample are extracted to
 LoCon `conv_dim`). The text encoder is left out when no module of it changed by more than 0.1 anywhere.
 
 Inputs are any merge_core sources: memory-mapped files (`open_model`), dicts, or the in-graph models of
-`nodes/patching.PatcherSource`. Weights are read one layer at a time; layers are factorised side by side
-by the run context's workers (run.py) and written in order, straight into an atomic safetensors file (nothing is left on error or
-interrupt, nothing overwritten without `overwrite`).
+`nodes/patching.PatcherSource`. Weights are read one layer at a time; layers are factorised side by side by
+the run context's workers (run.py) and written in order, straight into an atomic safetensors file (nothing is
+left on error or interrupt, nothing overwritten without `overwrite`).
 """
 from __future__ import annotations
 
@@ -196,7 +196,7 @@ def factors(delta: torch.Tensor, rank: int, clamp: Optional[float] = CLAMP_QUANT
 
 
 def _factorised(targets: list, a, b, options: ExtractOptions, run: RunContext) -> "iter":
-    """(target, up, down) for every target, in order, factorised side by side by the run's workers (each
+    """(target, (up, down)) for every target, in order, factorised side by side by the run's workers (each
     layer's own seeded sketch, so the file is the same whatever the thread count)."""
     @torch.no_grad()  # in-graph weights are parameters that require grad; no graph is wanted (per thread)
     def one(t: Target):
@@ -206,8 +206,7 @@ def _factorised(targets: list, a, b, options: ExtractOptions, run: RunContext) -
         b.release(t.key)
         return up.to(options.save_dtype).contiguous(), down.to(options.save_dtype).contiguous()
 
-    for t, (up, down) in run.ordered(one, targets, "extract"):
-        yield t, up, down
+    return run.ordered(one, targets, "extract")
 
 
 def extraction_metadata(family: Family, options: ExtractOptions, title: str, source: dict) -> dict:
@@ -270,7 +269,7 @@ def extract_lora(a, b, options: ExtractOptions = ExtractOptions(), out=None, ove
               for t in targets}
 
     def emit(write):
-        for t, up, down in _factorised(targets, a, b, options, run):
+        for t, (up, down) in _factorised(targets, a, b, options, run):
             write(t.module + ".alpha", alphas[t.module])
             write(t.module + ".lora_down.weight", down)
             write(t.module + ".lora_up.weight", up)

@@ -226,7 +226,8 @@ def parse_rank(value, where: str = "rank"):
 
 
 def merge_loras(inputs: list, rank="no", same_to_strength: bool = False, dtype=torch.float32, device="cpu",
-                clamp: Optional[float] = CLAMP_QUANTILE, run: Optional[RunContext] = None, where: str = "loras") -> Merged:
+                clamp: Optional[float] = CLAMP_QUANTILE, run: Optional[RunContext] = None,
+                where: str = "loras") -> Merged:
     """SPEC §13.3's choice: `inputs` = [(LoraFile, LoraEntry)].
 
     A LyCORIS file merges alone (§13.4). A rank number re-decomposes to it; `auto` re-decomposes to the
