@@ -148,8 +148,24 @@ def thread_share() -> int:
     return getattr(_local, "share", None) or _machine_cores()
 
 
-def _shared(fn: Callable, share: int) -> Callable:
+def _pool_thread() -> None:
+    """Give a worker thread the intra-op count the process has. torch keeps MKL's count per thread and sets it
+    in a new thread only on its first parallel loop, so a matrix product there would otherwise run on MKL's
+    default (every core), with other rounding than the same product in the calling thread. The value set is
+    the process's own, so a host's setting stays as it is."""
+    intra = torch.get_num_threads()
+    if getattr(_local, "intra", None) != intra:
+        try:
+            torch.set_num_threads(intra)
+        except RuntimeError:  # torch's native thread pool takes no second setting; its threads share one count
+            pass
+        _local.intra = intra
+
+
+def _shared(fn: Callable, share: int, pool: bool = False) -> Callable:
     def run(item):
+        if pool:
+            _pool_thread()
         _local.share = share
         try:
             return fn(item)
@@ -194,11 +210,13 @@ class RunContext:
         items' worth. Cancel is checked before each item starts, progress told as each is taken."""
         items = list(items)
         workers = max(1, min(workers or self.threads.workers, len(items)))
-        call = _shared(fn, max(1, self.threads.total // workers))
+        share = max(1, self.threads.total // workers)
         if workers == 1:
+            call = _shared(fn, share)
             for item in self.each(items, phase):
                 yield item, call(item)
             return
+        call = _shared(fn, share, pool=True)
         self.report(0, len(items), phase)
         pending, started, done = deque(), 0, 0
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="run") as pool:

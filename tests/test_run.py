@@ -11,6 +11,7 @@ from helpers import merge
 from merge_core import DictSource, Inputs, MergeError, MergeInterrupted, Recipe, merge_to_dict, run as runmod
 from merge_core.cli import main
 from merge_core.lora.bake import bake_to_file
+from merge_core.lora.extract import ExtractOptions, extract_lora
 from merge_core.lora.files import LoraFile
 from merge_core.lora.merge import merge_loras
 from merge_core.lora.synthetic import random_lora
@@ -243,3 +244,15 @@ def test_baking_and_lora_merges_give_the_same_bits_with_any_number_of_workers(tm
         assert list(one) == list(many) and all(torch.equal(one[k], many[k]) for k in one)
     assert not torch.equal(baked[0][next(k for k in baked[0] if "attn2.to_k" in k)],
                            sd[next(k for k in sd if "attn2.to_k" in k)])  # the LoRAs did change the model
+
+
+@pytest.mark.parametrize("process_threads", [1, 2])
+def test_worker_threads_factorise_as_the_calling_thread_does(process_threads):
+    """torch sets MKL's thread count per thread: a worker must not fall back on MKL's default, whose other
+    rounding gave other LoRA factors than the calling thread's."""
+    torch.set_num_threads(process_threads)
+    tuned, base = DictSource(tiny_sd1(2), "A"), DictSource(tiny_sd1(1), "B")
+    here = extract_lora(tuned, base, ExtractOptions(rank=4), run=context(1)).tensors
+    there = extract_lora(tuned, base, ExtractOptions(rank=4), run=context(3)).tensors
+    assert list(here) == list(there) and all(torch.equal(here[k], there[k]) for k in here)
+    assert torch.get_num_threads() == process_threads  # the process's setting is left as it was
