@@ -12,8 +12,8 @@ API (`family` is a `merge_core.families.Family` or its name: "sd1", "sd2", "sdxl
   LoRA or LyCORIS file may patch (linears, convs and norms); text encoders: the six linears ComfyUI and
   the web-ui map (q/k/v/out projections, fc1, fc2).
 - `checkpoint_key(module, family) -> str | None` — the reverse: the checkpoint's `.weight` key.
-- `block_index(module, family) -> int` — the index into the 26 block ids (BASE, IN00–IN11, M00,
-  OUT00–OUT11) for SD1/SD2/SDXL, into the 61 Flux ids (CLIP, T5, IN, D00–D18, S00–S37, OUT) for Flux.
+- `block_index(module, family) -> int` — the index into the family's LoRA block ids (`Family.lora`: the
+  26 SD ids for SD1/SD2/SDXL, the 61 Flux ids for Flux; rules in data/blocks.json).
 - `key_block_index(ckpt_key, family) -> int` — the same from a checkpoint key (also ComfyUI's
   `diffusion_model.…` model keys), for callers that resolved names through another key map.
 - `is_target(ckpt_key, family, conv3x3=False) -> bool` — whether kohya's LoRA extraction makes a module
@@ -47,11 +47,11 @@ q, k, v order, `checkpoint_key(q/k/v module)` returns the `in_proj_weight` key, 
 says which third (rows `part·w : (part+1)·w`); it is None for every unfused module. `is_target` is true
 for an `in_proj_weight` key.
 
-Blocks (SPEC §13.5). A module's LDM path gives its block: `input_blocks.N` → IN N, `middle_block` →
-M00, `output_blocks.N` → OUT N; text encoders and every other U-Net layer (time/label embedding, the
-final `out` layers) → BASE, as SuperMerger's LoRA substring rule gives. SDXL LoRAs use the same 26 ids
-(SDXL has IN00–IN08 and OUT00–OUT08). Flux: CLIP-L → CLIP, T5 → T5, `double_blocks.N` → D N,
-`single_blocks.N` → S N, `img_in/txt_in/time_in/vector_in/guidance_in` → IN, `final_layer` → OUT.
+Blocks (SPEC §13.5). A module's text-encoder prefix, else its checkpoint key, gives its block by the
+family's LoRA rules (`families.LoraScheme`, described in data/blocks.json): `input_blocks.N` → IN N,
+`middle_block` → M00, `output_blocks.N` → OUT N, everything else BASE, as SuperMerger's LoRA substring rule
+gives; SDXL LoRAs use the same 26 ids. Flux: CLIP-L → CLIP, T5 → T5, double/single blocks → D N / S N,
+`final_layer` → OUT, the input embedders → IN.
 """
 from __future__ import annotations
 
@@ -347,48 +347,20 @@ def fused_part(module: str, family) -> Optional[int]:
 
 
 def key_block_index(ckpt_key: str, family) -> int:
-    """Block index (26 ids, Flux 61) of a checkpoint key or of a ComfyUI model key (`diffusion_model.…`)."""
+    """Block index of a checkpoint key or of a ComfyUI model key (`diffusion_model.…`) among the family's
+    LoRA block ids (families.LoraScheme)."""
     family = _family_name(family)
     if ckpt_key.startswith("diffusion_model."):
         ckpt_key = "model." + ckpt_key
-    if family == "flux":
-        return _flux_block(ckpt_key)
-    if not ckpt_key.startswith(UNET):
-        return 0
-    path = ckpt_key[len(UNET):]
-    if m := re.match(r"input_blocks\.(\d+)\.", path):
-        return 1 + int(m.group(1)) if int(m.group(1)) <= 11 else 0
-    if path.startswith("middle_block."):
-        return 13
-    if m := re.match(r"output_blocks\.(\d+)\.", path):
-        return 14 + int(m.group(1)) if int(m.group(1)) <= 11 else 0
-    return 0  # time/label embeddings, out.*: SuperMerger's LoRA block rule finds no block → BASE
-
-
-def _flux_block(key: str) -> int:
-    if "t5xxl" in key:
-        return 1
-    if "clip_l" in key:
-        return 0
-    if m := re.search(r"double_blocks\.(\d+)\.", key):
-        return 3 + int(m.group(1))
-    if m := re.search(r"single_blocks\.(\d+)\.", key):
-        return 22 + int(m.group(1))
-    if "final_layer" in key:
-        return 60
-    return 2  # img_in, txt_in, time_in, vector_in, guidance_in
+    return FAMILIES[family].lora.key_block(ckpt_key)
 
 
 def block_index(module: str, family) -> int:
-    """Block index of a LoRA module name (SPEC §13.5): 26 ids for SD1/SD2/SDXL, 61 for Flux."""
+    """Block index of a LoRA module name (SPEC §13.5) among the family's LoRA block ids."""
     family = _family_name(family)
-    if family == "flux":
-        if module.startswith("lora_te1_"):
-            return 0
-        if module.startswith(("lora_te2_", "lora_te3_")):
-            return 1
-    elif module.startswith("lora_te"):
-        return 0
+    index = FAMILIES[family].lora.module_block(module)
+    if index is not None:
+        return index
     key = checkpoint_key(module, family)
     return 0 if key is None else key_block_index(key, family)
 
