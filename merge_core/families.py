@@ -133,6 +133,16 @@ class LoraScheme:
         return self.blocks.index(name) if name in self.blocks else 0
 
 
+@dataclass(frozen=True)
+class TextEncoder:
+    """A text encoder of a family: its checkpoint key prefix, the kohya LoRA module prefixes that address it
+    (the first is the one written) and its layout: clip (Hugging Face CLIP), open_clip or t5."""
+
+    key_prefix: str
+    lora_prefixes: tuple
+    layout: str
+
+
 @dataclass(frozen=True, eq=False)
 class Family:
     name: str
@@ -148,6 +158,9 @@ class Family:
     key_rules: tuple
     lora: LoraScheme
     context_dim: Optional[int] = None  # the U-Net's cross-attention width
+    text_encoders: tuple = ()  # TextEncoder, in the order of the checkpoint
+    lora_names: str = "ldm"  # kohya's U-Net module names: "diffusers" or "ldm" paths
+    lora_kind: str = ""  # families whose LoRAs cannot be told apart share one kind
     comfy_configs: tuple = ()  # ComfyUI model config classes of the family
     position_ids: Optional[str] = None  # the CLIP position-id key its checkpoints hold
 
@@ -194,8 +207,9 @@ def _family(name: str) -> Family:
         tuple(sd_list["blocks"]) if sd_list else None, tuple(sd_list["keep"]) if sd_list else None,
         tuple(_field(name, "dice_blocks")), tuple(t.get("keys_need", ())),
         tuple(Rule.of(r) for r in _field(name, "key_rules")),
-        _scheme(tuple(lora["blocks"]), lora), t.get("context_dim"), tuple(t.get("comfy_configs", ())),
-        t.get("position_ids"))
+        _scheme(tuple(lora["blocks"]), lora), t.get("context_dim"),
+        tuple(TextEncoder(e["key_prefix"], tuple(e["lora_prefixes"]), e["layout"]) for e in t["text_encoders"]),
+        t["lora_names"], t["lora_kind"], tuple(t.get("comfy_configs", ())), t.get("position_ids"))
 
 
 _SCHEMES: dict = {}

@@ -143,6 +143,21 @@ def test_fixed_rule_blocks_are_blocks_of_the_family(family):
             assert rule.block in family.lora.blocks, rule
 
 
+@pytest.mark.parametrize("family", ALL, ids=lambda f: f.name)
+def test_every_text_encoder_module_prefix_has_its_lora_block_from_the_name(family):
+    prefixes = [p for te in family.text_encoders for p in te.lora_prefixes]
+    assert prefixes and len(prefixes) == len(set(prefixes))
+    assert all(te.layout in ("clip", "open_clip", "t5") for te in family.text_encoders)
+    for prefix in prefixes:
+        assert family.lora.module_block(prefix + "text_model_encoder_layers_0_mlp_fc1") is not None, prefix
+    assert family.lora_names in ("diffusers", "ldm")
+
+
+def test_lora_kinds_group_only_sd1_and_sd2():
+    kinds = {f.name: f.lora_kind for f in ALL}
+    assert kinds["sd1"] == kinds["sd2"] and len(set(kinds.values())) == len(kinds) - 1
+
+
 def test_families_are_told_apart_by_their_configs_and_context_widths():
     configs = [c for f in ALL for c in f.comfy_configs]
     assert len(configs) == len(set(configs)) and all(f.comfy_configs for f in ALL)
