@@ -15,6 +15,7 @@ from comfy_api.v0_0_2 import io
 from . import params, patching
 from ._engine import merge_core
 from .common import interrupted, progress, stops_on_interrupt
+from .messages import DISPLAY, node_error
 
 for _module in ("extract", "extract_two", "files", "merge", "metadata", "syntax"):
     import_module(f"{merge_core.__name__}.lora.{_module}")
@@ -33,7 +34,7 @@ def output_path(node: str, filename: str, default: str) -> tuple:
     try:
         out = merge_core.naming.inside(folder, (filename or "").strip() or default)
     except MergeError as e:
-        raise MergeError(f"{node}: filename", f"{e.reason} (the loras folder)") from None
+        raise MergeError("filename", f"{e.reason} (the loras folder)") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     return folder, out
 
@@ -44,14 +45,11 @@ def extract_from_models(node: str, model_a, model_b, clip_a, clip_b, options, fi
     import comfy.model_base
 
     if (clip_a is None) != (clip_b is None):
-        raise MergeError(f"{node}: clip inputs", "connect clip_a and clip_b together (the text encoder is "
+        raise MergeError("clip inputs", "connect clip_a and clip_b together (the text encoder is "
                                                  "extracted from both), or neither")
-    try:
-        a = patching.ModelView("model A", model_a, clip_a)
-        b = patching.ModelView("model B", model_b, clip_b)
-        patching.same_family({"a": a, "b": b})
-    except MergeError as e:
-        raise e.at(f"{node}:") from None
+    a = patching.ModelView("model A", model_a, clip_a)
+    b = patching.ModelView("model B", model_b, clip_b)
+    patching.same_family({"a": a, "b": b})
     v_prediction = model_a.model.model_type == comfy.model_base.ModelType.V_PREDICTION
     options = merge_core.lora.extract.ExtractOptions(**{**options, "v_prediction": v_prediction})
     folder, out = output_path(node, filename, "lora_extract")
@@ -72,7 +70,7 @@ def extract_from_loras(node: str, entries: list, alpha: float, beta: float, gamm
     for i, text in enumerate(entries, 1):
         found = _lora_files(node, f"lora_{i}", text)
         if len(found) != 1:
-            raise MergeError(f"{node}: lora_{i}", f"one name:ratio[:blocks] entry, not {len(found)}")
+            raise MergeError(f"lora_{i}", f"one name:ratio[:blocks] entry, not {len(found)}")
         files += found
     inputs = []
     try:
@@ -82,7 +80,7 @@ def extract_from_loras(node: str, entries: list, alpha: float, beta: float, gamm
         folder, out = output_path(node, filename, lora.merge.default_name(stems))
         with stops_on_interrupt():
             lora.extract_two.extract_two_to_file(inputs, out, alpha, beta, gamma, same_to_strength, "create new",
-                                                 precision, overwrite, interrupted, f"{node}: loras")
+                                                 precision, overwrite, interrupted, "loras")
     finally:
         for f, _ in inputs:
             f.close()
@@ -105,7 +103,7 @@ class SuperMergerLoraExtract(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SuperMergerLoraExtract", display_name="Extract LoRA from Models (SuperMerger)",
+            node_id="SuperMergerLoraExtract", display_name=DISPLAY["SuperMergerLoraExtract"],
             category=CATEGORY,
             description="Make a LoRA of α·A − β·B (SuperMerger's 'Make LoRA'): every transformer linear and 1×1 "
                         "conv (optionally the 3×3 convs) of the difference is reduced to a rank by a fast "
@@ -146,7 +144,7 @@ class SuperMergerLoraExtract(io.ComfyNode):
                        "save_dtype": merge_core.lora.files.precision_dtype(save_precision, "save_precision")}
             name = extract_from_models(node, model_a, model_b, clip_a, clip_b, options, filename, overwrite)
         except MergeError as e:
-            raise params.node_error(node, e) from None
+            raise node_error(node, e) from None
         return _outputs(name)
 
 
@@ -157,7 +155,7 @@ class SuperMergerLoraExtractTwo(io.ComfyNode):
                      "with same_to_strength) and optional block weights: a LoRA block preset (scaled by the "
                      "ratio) or 12/17/20/26 numbers. Can be linked from another LoRA node's lora_list.")
         return io.Schema(
-            node_id="SuperMergerLoraExtractTwo", display_name="Extract LoRA from two LoRAs (SuperMerger)",
+            node_id="SuperMergerLoraExtractTwo", display_name=DISPLAY["SuperMergerLoraExtractTwo"],
             category=CATEGORY,
             description="SuperMerger's 'Extract from two LoRAs': each LoRA is merged alone (its ratio acts "
                         "squared), then every factor becomes lerp(a, b, α)·lerp(d, 1−d, β) with "
@@ -188,7 +186,7 @@ class SuperMergerLoraExtractTwo(io.ComfyNode):
             name = extract_from_loras(node, [lora_1, lora_2], alpha, beta, gamma, same_to_strength, save_precision,
                                       filename, overwrite)
         except MergeError as e:
-            raise params.node_error(node, e) from None
+            raise node_error(node, e) from None
         return _outputs(name)
 
 

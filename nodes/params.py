@@ -35,16 +35,36 @@ def block_weights(prev, weights_alpha: str, weights_beta: str, preset_alpha: str
     """A preset, when chosen, wins over the text box of the same list."""
     out = _chain(prev)
     for which, text, preset in (("alpha", weights_alpha, preset_alpha), ("beta", weights_beta, preset_beta)):
-        value = preset if preset and preset != NO_PRESET else (text or "").strip()
+        value = check_weights(text, preset, which)
         if value:
-            merge_core.weights.expand_preset(value, f"weights_{which}")  # unknown names fail here, early
             out[f"weights_{which}"] = value
     return out
+
+
+def check_weights(text: str, preset: str, which: str) -> str:
+    """The weights one list of the Block Weights node sets (its preset or its text), checked as far as no model
+    is needed: a preset that exists, numbers, a count some family takes. Errors name the input at fault."""
+    if preset and preset != NO_PRESET:
+        choices = preset_choices()
+        if preset not in choices:
+            raise MergeError(f"preset_{which}",
+                             f"unknown preset '{preset}'{merge_core.errors.suggest(preset, choices[1:], 'Presets')}")
+        return preset
+    where = f"weights_{which}"
+    numbers = merge_core.weights.parse_numbers(text, where)
+    if numbers is None:
+        return ""
+    counts = sorted({n for f in merge_core.FAMILIES.values() for n in f.weight_counts})
+    if len(numbers) not in counts:
+        raise MergeError(where, f"{len(numbers)} values; a block-weight list has "
+                                f"{', '.join(map(str, counts[:-1]))} or {counts[-1]} (BASE first)")
+    return text.strip()
 
 
 def elemental(prev, text: str, extended: bool = False) -> dict:
     out = _chain(prev)
     text = (text or "").strip()
+    merge_core.elemental.check_syntax(text)
     if text:
         out["elemental"] = ",".join(t for t in (out.get("elemental", ""), text) if t)
     if extended:
@@ -124,9 +144,3 @@ def loader_names(prompt: Optional[dict], node_id, fields=("model_a", "model_b", 
                 out[field] = name
     return out
 
-
-def node_error(node: str, err: Exception) -> Exception:
-    """One line naming the node, the input and the reason."""
-    if isinstance(err, MergeError):
-        return ValueError(f"{node}: {err}")
-    return err

@@ -4,7 +4,7 @@ import pytest
 from merge_core import MergeError, Recipe
 from merge_core.families import FAMILIES
 from merge_core.synthetic import sd1_layout, sdxl_layout
-from nodes import params
+from nodes import messages, params
 
 
 def test_each_mode_offers_the_calcmodes_declared_for_it():
@@ -49,8 +49,8 @@ def test_bad_inputs_fail_at_the_parameter_node_with_the_input_named(call, field)
     with pytest.raises(MergeError) as e:
         call()
     assert e.value.where.startswith(field)
-    message = str(params.node_error("SuperMergerX", e.value))
-    assert message.startswith("SuperMergerX: ") and field in message
+    message = str(messages.node_error("SuperMergerBlockWeights", e.value))
+    assert message.startswith(f"Block Weights (SuperMerger) · {field}") and "SuperMergerBlockWeights" not in message
 
 
 def test_forced_calcmodes_are_accepted_where_supermerger_switches_the_mode():

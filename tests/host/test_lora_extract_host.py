@@ -139,11 +139,11 @@ def test_refuses_to_overwrite_and_names_leaving_the_folder(host, tuned):
     assert "already exists" in str(e.value) and existing.read_bytes() == b"keep"
     with pytest.raises(ExecutionFailed) as e:
         host.run(_extract("../escaped", clip=False))
-    assert "SuperMergerLoraExtract: filename" in str(e.value)
+    assert "Extract LoRA from Models (SuperMerger) · filename" in str(e.value)
     assert not (host.work / "models" / "escaped.safetensors").exists()
     with pytest.raises(ExecutionFailed) as e:
         host.run(_extract("sm_extract_x", {"clip_b": None}))
-    assert "SuperMergerLoraExtract: clip inputs" in str(e.value)
+    assert "Extract LoRA from Models (SuperMerger) · clip inputs" in str(e.value)
 
 
 def test_interrupt_stops_extraction_and_leaves_no_file(host, tuned):
@@ -178,9 +178,9 @@ def test_extract_two_chained_from_two_extractions(host, tuned):
 def test_extract_two_bad_entries_are_clear_errors(host, tuned):
     base = {"alpha": 0.5, "beta": 0.5, "gamma": 1.0, "same_to_strength": False, "save_precision": "fp16",
             "filename": "sm_two_bad", "overwrite": True}
-    for entries, needle in ((("sm_two_1:1:1,2,3", "sm_two_2:1"), "SuperMergerLoraExtractTwo: lora_1: "),
-                            (("sm_two_1:1", "no_such_lora:1"), "SuperMergerLoraExtractTwo: lora_2: no LoRA named"),
-                            (("sm_two_1:1,sm_two_2:1", "sm_two_2:1"), "SuperMergerLoraExtractTwo: lora_1: one")):
+    for entries, needle in ((("sm_two_1:1:1,2,3", "sm_two_2:1"), "Extract LoRA from two LoRAs (SuperMerger) · lora_1: "),
+                            (("sm_two_1:1", "no_such_lora:1"), "Extract LoRA from two LoRAs (SuperMerger) · lora_2: no LoRA named"),
+                            (("sm_two_1:1,sm_two_2:1", "sm_two_2:1"), "Extract LoRA from two LoRAs (SuperMerger) · lora_1: one")):
         g = {"two": {"class_type": "SuperMergerLoraExtractTwo",
                      "inputs": {"lora_1": entries[0], "lora_2": entries[1], **base}}}
         with pytest.raises(ExecutionFailed) as e:
