@@ -151,39 +151,51 @@ class SuperMergerLoraExtract(io.ComfyNode):
 class SuperMergerLoraExtractTwo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        entry_tip = ("name:ratio[:blocks] — a LoRA of the loras folder (suffix optional), its ratio (acts as r², or r "
-                     "with same_to_strength) and optional block weights: a LoRA block preset (scaled by the "
-                     "ratio) or 12/17/20/26 numbers. Can be linked from another LoRA node's lora_list.")
+        import folder_paths
+
+        loras = [params.NO_LORA] + folder_paths.get_filename_list("loras")
+        blocks_tip = ("Optional block weights: a LoRA block preset (ALL, INS, IND, …; scaled by the ratio) or "
+                      "12/17/20/26 numbers used as written; empty = the ratio for every block.")
+        ratio_tip = "Its ratio (acts as r², or as r with same_to_strength)."
+        entry_tip = ("name:ratio[:blocks], linked from another LoRA node's lora_list; when linked it replaces the "
+                     "LoRA, ratio and blocks chosen above.")
+        inputs = []
+        for i, role in ((1, "The first LoRA (a); the result keeps its alphas."), (2, "The second LoRA (b).")):
+            inputs += [io.Combo.Input(f"lora_{i}", options=loras, default=params.NO_LORA,
+                                      tooltip=f"{role} A file of the loras folder."),
+                       io.Float.Input(f"ratio_{i}", default=1.0, min=-10.0, max=10.0, step=0.01, tooltip=ratio_tip),
+                       io.String.Input(f"blocks_{i}", default="", tooltip=blocks_tip)]
         return io.Schema(
             node_id="SuperMergerLoraExtractTwo", display_name=DISPLAY["SuperMergerLoraExtractTwo"],
             category=CATEGORY,
             description="SuperMerger's 'Extract from two LoRAs': each LoRA is merged alone (its ratio acts "
                         "squared), then every factor becomes lerp(a, b, α)·lerp(d, 1−d, β) with "
                         "d = ((cos(a, b) + 1)/2)^γ. The LoRAs must have the same modules and ranks.",
-            inputs=[io.String.Input("lora_1", default="", tooltip="The first LoRA (a); the result keeps its alphas. "
-                                                                  + entry_tip),
-                    io.String.Input("lora_2", default="", tooltip="The second LoRA (b). " + entry_tip),
-                    io.Float.Input("alpha", default=1.0, min=0.0, max=1.0, step=0.01,
-                                   tooltip="0: the first LoRA's factors … 1: the second's."),
-                    io.Float.Input("beta", default=1.0, min=0.0, max=1.0, step=0.01,
-                                   tooltip="0: keep what the two LoRAs share … 1: keep what they do not."),
-                    io.Float.Input("gamma", default=1.0, min=0.0, max=20.0, step=0.01,
-                                   tooltip="Smoothness: higher values make the shared/different choice sharper."),
-                    io.Boolean.Input("same_to_strength", default=False,
-                                     tooltip="A ratio acts like the LoRA strength (r, sign kept) instead of r²."),
-                    io.Combo.Input("save_precision", options=PRECISIONS, default="fp16",
-                                   tooltip=SAVE_TIPS["save_precision"]),
-                    io.String.Input("filename", default="", tooltip="File name in the loras folder (empty: "
-                                                                    "<lora_1>_<ratio>+<lora_2>_<ratio>)."),
-                    io.Boolean.Input("overwrite", default=False, tooltip=SAVE_TIPS["overwrite"])],
+            inputs=inputs + [
+                io.Float.Input("alpha", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="0: the first LoRA's factors … 1: the second's."),
+                io.Float.Input("beta", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="0: keep what the two LoRAs share … 1: keep what they do not."),
+                io.Float.Input("gamma", default=1.0, min=0.0, max=20.0, step=0.01,
+                               tooltip="Smoothness: higher values make the shared/different choice sharper."),
+                io.Boolean.Input("same_to_strength", default=False,
+                                 tooltip="A ratio acts like the LoRA strength (r, sign kept) instead of r²."),
+                io.Combo.Input("save_precision", options=PRECISIONS, default="fp16",
+                               tooltip=SAVE_TIPS["save_precision"]),
+                io.String.Input("filename", default="", tooltip="File name in the loras folder (empty: "
+                                                                "<lora_1>_<ratio>+<lora_2>_<ratio>)."),
+                io.Boolean.Input("overwrite", default=False, tooltip=SAVE_TIPS["overwrite"]),
+                io.String.Input("entry_1", optional=True, force_input=True, tooltip=entry_tip),
+                io.String.Input("entry_2", optional=True, force_input=True, tooltip=entry_tip)],
             outputs=OUTPUTS, is_output_node=True)
 
     @classmethod
-    def execute(cls, lora_1, lora_2, alpha, beta, gamma, same_to_strength, save_precision, filename,
-                overwrite) -> io.NodeOutput:
+    def execute(cls, lora_1, ratio_1, blocks_1, lora_2, ratio_2, blocks_2, alpha, beta, gamma, same_to_strength,
+                save_precision, filename, overwrite, entry_1=None, entry_2=None) -> io.NodeOutput:
         node = "SuperMergerLoraExtractTwo"
         try:
-            name = extract_from_loras(node, [lora_1, lora_2], alpha, beta, gamma, same_to_strength, save_precision,
+            entries = params.two_entries(lora_1, ratio_1, blocks_1, lora_2, ratio_2, blocks_2, entry_1, entry_2)
+            name = extract_from_loras(node, entries, alpha, beta, gamma, same_to_strength, save_precision,
                                       filename, overwrite)
         except MergeError as e:
             raise node_error(node, e) from None

@@ -13,6 +13,7 @@ MergeError = merge_core.MergeError
 PARAM_FIELDS = ("weights_alpha", "weights_beta", "elemental", "elemental_extended", "include_exclude", "seed",
                 "dice", "adjust")
 NO_PRESET = "(none)"
+NO_LORA = "(none)"
 
 
 calcmodes_for = merge_core.calcmodes.for_mode
@@ -144,3 +145,18 @@ def loader_names(prompt: Optional[dict], node_id, fields=("model_a", "model_b", 
                 out[field] = name
     return out
 
+
+def two_entries(lora_1: str, ratio_1: float, blocks_1: str, lora_2: str, ratio_2: float, blocks_2: str,
+                entry_1=None, entry_2=None) -> list:
+    """The two `name:ratio[:blocks]` texts of Extract from two LoRAs: a linked entry (another LoRA node's
+    lora_list), else the LoRA chosen from the list with its ratio and blocks."""
+    out = []
+    for i, (entry, name, ratio, blocks) in enumerate(((entry_1, lora_1, ratio_1, blocks_1),
+                                                      (entry_2, lora_2, ratio_2, blocks_2)), 1):
+        if entry:
+            out.append(entry)
+        elif name and name != NO_LORA:
+            out.append(f"{name}:{ratio:g}" + (f":{blocks.strip()}" if blocks and blocks.strip() else ""))
+        else:
+            raise MergeError(f"lora_{i}", "choose a LoRA from the list, or link an entry")
+    return out

@@ -74,3 +74,25 @@ def test_suggest_names_close_matches_and_lists_the_choices():
         "; did you mean 'lora_style.safetensors'? LoRAs: lora_style.safetensors, other.safetensors")
     assert suggest("zzz", ["a", "b"]) == ". Choices: a, b"
     assert suggest("zzz", []) == "; there are none to choose from"
+
+
+def test_an_unknown_lora_lists_the_closest_and_the_files_there():
+    from merge_core.lora.files import find_lora
+
+    available = ["style_a.safetensors", "sub/style_b.safetensors", "detail.pt"]
+    with pytest.raises(MergeError) as e:
+        find_lora("stlye_a", available, "lora_1")
+    assert messages.message("SuperMergerLoraToModel", e.value) == (
+        "LoRA to Model (SuperMerger) · lora_1: no LoRA named 'stlye_a' in the loras folder; did you mean "
+        "'style_a' or 'sub/style_b'? LoRAs there: detail, style_a, sub/style_b")
+
+
+def test_extract_from_two_loras_takes_chosen_files_or_linked_entries():
+    assert params.two_entries("a.safetensors", 0.5, "", "b.safetensors", 1.0, " INS ") == [
+        "a.safetensors:0.5", "b.safetensors:1:INS"]
+    assert params.two_entries(params.NO_LORA, 1.0, "", "b.safetensors", 1.0, "", entry_1="x:2:ALL") == [
+        "x:2:ALL", "b.safetensors:1"]
+    with pytest.raises(MergeError) as e:
+        params.two_entries("a.safetensors", 1.0, "", params.NO_LORA, 1.0, "")
+    assert messages.message("SuperMergerLoraExtractTwo", e.value) == (
+        "Extract LoRA from two LoRAs (SuperMerger) · lora_2: choose a LoRA from the list, or link an entry")
