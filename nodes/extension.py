@@ -39,12 +39,13 @@ def _merge_node(node_id: str, mode: str, formula: str) -> type:
                                              tooltip="Model C (for add difference: what B is compared with; "
                                                      "empty = model A)."))
             inputs += [io.Float.Input("alpha", default=0.5, min=-2.0, max=3.0, step=0.001, tooltip=TIPS["alpha"])]
-            if uses_beta or mode == "weight_sum" or mode == "add_difference":
-                inputs.append(io.Float.Input("beta", default=0.25, min=-2.0, max=3.0, step=0.001,
-                                             tooltip=TIPS["beta"]))
-            if mode == "add_difference":
+            # β belongs to triple sum and sum twice; the other modes show it only where a calcmode reads it
+            if uses_beta or params.readers(mode, "beta"):
+                tip = TIPS["beta"] + ("" if uses_beta else params.only_read_by(mode, "beta"))
+                inputs.append(io.Float.Input("beta", default=0.25, min=-2.0, max=3.0, step=0.001, tooltip=tip))
+            if params.readers(mode, "gamma"):
                 inputs.append(io.Float.Input("gamma", default=0.3, min=-1.0, max=20.0, step=0.01,
-                                             tooltip=TIPS["gamma"]))
+                                             tooltip=TIPS["gamma"] + params.only_read_by(mode, "gamma")))
             inputs += [io.Combo.Input("calcmode", options=choices, default="normal", tooltip=TIPS["calcmode"]),
                        io.Boolean.Input("use_old_calc", default=False, tooltip=TIPS["use_old_calc"], optional=True),
                        io.Clip.Input("clip_a", optional=True, tooltip="CLIP of model A: merged with the same "

@@ -19,6 +19,17 @@ NO_LORA = "(none)"
 calcmodes_for = merge_core.calcmodes.for_mode
 
 
+def readers(mode: str, field: str) -> list:
+    """The calcmodes of `mode` that read β or γ (`field` "beta"/"gamma"), from their declarations."""
+    return [n for n in calcmodes_for(mode) if getattr(merge_core.calcmodes.CALCMODES[n], f"uses_{field}")]
+
+
+def only_read_by(mode: str, field: str) -> str:
+    """What a merge node's β/γ tooltip adds where the mode itself ignores the value: which calcmodes read it."""
+    names = readers(mode, field)
+    return f" Read only by calcmode {' and '.join(names)}; the others ignore it." if names else ""
+
+
 def preset_choices() -> list:
     return [NO_PRESET] + merge_core.presets.mbw_preset_names(26)
 

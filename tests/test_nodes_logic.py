@@ -98,3 +98,13 @@ def test_adjust_joins_the_chain_and_all_zeros_leaves_it_out():
     assert recipe.adjust == "1.0,0.0,0.0,0.0,2.0,0.0,0.0,0.0"
     assert params.build_recipe("weight_sum", "normal", 0.5, params=chain, adjust="0,1,0,0,0,0,0,0").adjust == \
         "0,1,0,0,0,0,0,0"  # Checkpoint Merge's own field wins
+
+
+def test_beta_and_gamma_are_offered_where_a_calcmode_reads_them_and_say_which():
+    # from the calcmodes' own declarations: SuperMerger's tensor modes slice at β, extract uses β and γ
+    assert params.readers("weight_sum", "beta") == ["tensor", "tensor2"]
+    assert params.readers("weight_sum", "gamma") == []
+    assert params.readers("add_difference", "beta") == ["extract"] == params.readers("add_difference", "gamma")
+    assert params.only_read_by("weight_sum", "beta") == (" Read only by calcmode tensor and tensor2; the others "
+                                                         "ignore it.")
+    assert params.only_read_by("weight_sum", "gamma") == ""

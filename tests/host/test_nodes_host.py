@@ -225,3 +225,17 @@ def test_elements_node_lists_keys_with_their_blocks(host):
     key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
     assert f"{key}\tIN01\tIN01\t[320, 320]" in text
     assert all("attn1.to_q" in line for line in text.splitlines())
+
+
+def test_merge_nodes_show_beta_and_gamma_only_where_a_calcmode_reads_them(host):
+    info = host.get("/object_info")
+
+    def inputs(node):
+        spec = info[node]["input"]
+        return {**spec.get("required", {}), **spec.get("optional", {})}
+
+    ws, ad = inputs("SuperMergerWeightSum"), inputs("SuperMergerAddDifference")
+    assert "gamma" not in ws
+    assert ws["beta"][1]["tooltip"].endswith("Read only by calcmode tensor and tensor2; the others ignore it.")
+    assert ad["gamma"][1]["tooltip"].endswith("Read only by calcmode extract; the others ignore it.")
+    assert "Read only" not in inputs("SuperMergerTripleSum")["beta"][1]["tooltip"]  # the mode's own β
