@@ -96,3 +96,12 @@ def test_extract_from_two_loras_takes_chosen_files_or_linked_entries():
         params.two_entries("a.safetensors", 1.0, "", params.NO_LORA, 1.0, "")
     assert messages.message("SuperMergerLoraExtractTwo", e.value) == (
         "Extract LoRA from two LoRAs (SuperMerger) · lora_2: choose a LoRA from the list, or link an entry")
+
+
+def test_the_readme_node_table_lists_every_node():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("| node | what it does |"):].split("\n\n", 1)[0]
+    listed = {name.strip() for row in table.splitlines()[2:] for name in row.split("|")[1].split("(`")[0].split("·")}
+    assert listed == {d.replace(" (SuperMerger)", "") for d in messages.DISPLAY.values()}

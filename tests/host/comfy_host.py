@@ -290,7 +290,7 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     links = {link[0]: link for link in workflow["links"]}
     prompt = {}
     for node in workflow["nodes"]:
-        if node.get("mode") == 2:  # muted: the editor leaves it out of the prompt
+        if node.get("mode") == 2 or node["type"] not in object_info:  # muted, or the editor's own (a Note)
             continue
         info = object_info[node["type"]]
         linked = {i["name"]: links[i["link"]] for i in node.get("inputs", []) if i.get("link") is not None}
