@@ -17,11 +17,6 @@ from .presets import load_presets
 RANDOM_TOKENS = ("R", "U", "X", "D", "ER", "EU", "EX")
 
 
-def xl_from_sd26(values: list) -> list:
-    """SuperMerger's `weighttoxl` on the list without BASE: keep IN00–IN08, M00, OUT00–OUT08."""
-    return values[0:9] + values[12:22]
-
-
 @dataclass(frozen=True)
 class BlockWeights:
     base: float
@@ -64,11 +59,11 @@ def parse_block_weights(text: Optional[str], family: Family, where: str,
         return None
     n = len(numbers)
     if n not in family.weight_counts:
-        raise MergeError(where, f"{family.label} takes {_counts_text(family)} block weights (BASE first); "
+        raise MergeError(where, f"{family.label} takes {family.counts_text} block weights (BASE first); "
                                 f"got {n}")
+    if family.sd_list and n == len(family.sd_list):
+        numbers = family.from_sd_list(numbers)
     base, rest = numbers[0], numbers[1:]
-    if family.name == "sdxl" and n == 26:
-        rest = xl_from_sd26(rest)
     return BlockWeights(base, tuple(rest), extended=family.extended is not None and n == len(family.extended))
 
 
@@ -93,11 +88,3 @@ def parse_numbers(text: Optional[str], where: str, presets: Optional[dict] = Non
             raise MergeError(where, f"value {pos + 1} is {token}; weights must be finite numbers")
         numbers.append(value)
     return numbers
-
-
-def _counts_text(family: Family) -> str:
-    if family.name == "sdxl":
-        return "20 (BASE,IN00…IN08,M00,OUT00…OUT08), 26 (an SD list, converted) or 110 (extended XL)"
-    if family.name == "flux":
-        return "61 (CLIP,T5,IN,D00…D18,S00…S37,OUT)"
-    return "26 (BASE,IN00…IN11,M00,OUT00…OUT11)"

@@ -88,6 +88,10 @@ def _merge_node(node_id: str, mode: str, formula: str) -> type:
 MERGE_NODES = [_merge_node(nid, *spec) for nid, spec in MODE_NODES.items()]
 
 
+def _weight_counts() -> str:
+    return "; ".join(f"{f.label} {f.counts_text}" for f in params.merge_core.FAMILIES.values())
+
+
 class SuperMergerBlockWeights(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -95,8 +99,8 @@ class SuperMergerBlockWeights(io.ComfyNode):
         return io.Schema(
             node_id="SuperMergerBlockWeights", display_name=DISPLAY["SuperMergerBlockWeights"],
             category=f"{CATEGORY}/parameters",
-            description="Per-block α/β (MBW): 26 values BASE,IN00…IN11,M00,OUT00…OUT11 for SD1/SD2; 20 or 110 for "
-                        "SDXL (26 are converted); 61 for Flux. The first value replaces the slider for BASE.",
+            description=f"Per-block α/β (MBW), values per family: {_weight_counts()}. The first value replaces "
+                        "the slider for BASE.",
             inputs=[io.String.Input("weights_alpha", multiline=True, default="",
                                     tooltip="Comma-separated block weights for α, or a preset name."),
                     io.Combo.Input("preset_alpha", options=presets, default=params.NO_PRESET,

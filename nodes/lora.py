@@ -67,7 +67,7 @@ LOADED = _LoadedLoras()
 
 def _family(model) -> str:
     """Only Flux has its own LoRA block ids; SD1/SD2/SDXL share the 26 (names.key_block_index)."""
-    return "flux" if any("double_blocks." in k for k in model.get_key_patches("diffusion_model.")) else "sd1"
+    return merge_core.families.lora_family_of_model(model.get_key_patches("diffusion_model.")).name
 
 
 def apply_loras(node: str, model, clip, text: str):

@@ -29,6 +29,11 @@ const log = (...a) => console.log(`[templates ${((Date.now() - t0) / 1000).toFix
 
 const api = apiOf(opt.url);
 
+// Screenshots show the graph itself at any zoom: text kept when zoomed out, no minimap, menus or tabs over it.
+for (const [id, value] of Object.entries({ "LiteGraph.Canvas.MinFontSizeForLOD": 0, "Comfy.Graph.CanvasInfo": false,
+  "Comfy.Minimap.Visible": false, "Comfy.Graph.CanvasMenu": false, "Comfy.Workflow.WorkflowTabsPosition": "Sidebar" })) {
+  await api(`/api/settings/${id}`, { method: "POST", body: JSON.stringify(value) });
+}
 const browser = await launch(api, opt.chromium);
 const page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
 const pageErrors = [];
