@@ -22,6 +22,9 @@ GAP_X, GAP_Y = 60, 40
 IMAGE_ROOM = (400, 400)  # nodes that show images get room for a chart or picture drawn after the run
 IMAGE_NODES = {"SaveImage", "SuperMergerSaveImage", "PreviewImage"}
 NOTE_HEIGHT = 110
+# The block-weight panel grows its node once the editor has read the model's family (after the size was
+# measured, on a slow machine): room for its largest form.
+PANEL_NODES = {"SuperMergerCheckpointMerge": 200, "SuperMergerBlockWeights": 200}
 
 OUTPUT_TYPES = {
     "CheckpointLoaderSimple": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
@@ -216,6 +219,7 @@ def node_size(ntype: str) -> list:
     width, height = SIZES.get(ntype, (340, 220))
     if ntype in IMAGE_NODES:
         width, height = max(width, IMAGE_ROOM[0]), max(height, IMAGE_ROOM[1] + TITLE)
+    height += PANEL_NODES.get(ntype, 0)
     return [width, height - TITLE]
 
 
