@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from .. import precision
-from ..errors import MergeError
+from ..errors import MergeError, suggest
 from ..families import detect_lora
 from ..sources import DictSource, open_model
 
@@ -259,8 +259,5 @@ def find_lora(name: str, available: list, where: str = "loras") -> str:
         return found[0]
     if found:
         raise MergeError(where, f"'{name}' matches several LoRAs ({', '.join(found)}); write the folder too")
-    import difflib
-
-    close = difflib.get_close_matches(name, list(by_path) + list(by_name), n=3)
-    hint = f"; did you mean {' or '.join(dict.fromkeys(close))}?" if close else ""
-    raise MergeError(where, f"no LoRA named '{name}' in the loras folder{hint}")
+    listing = suggest(name, sorted(by_path), "LoRAs there")
+    raise MergeError(where, f"no LoRA named '{name}' in the loras folder{listing}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..errors import MergeError
+from ..errors import MergeError, suggest
 from ..families import FAMILIES
 from ..presets import LORA_FILE, load_presets
 
@@ -118,8 +118,8 @@ def parse_entry(fields: list, presets: dict, where: str = "loras") -> LoraEntry:
         try:
             float(blocks[0])
         except ValueError:
-            names = ", ".join(presets) or "none"
-            raise MergeError(where, f"{name}: unknown block-weight preset '{blocks[0]}'; presets: {names}") from None
+            raise MergeError(where, f"{name}: unknown block-weight preset '{blocks[0]}'"
+                                    f"{suggest(blocks[0], list(presets), 'Presets')}") from None
     if len(blocks) not in LIST_LENGTHS:
         raise MergeError(where, f"{name}: {len(blocks)} block value(s); a block list has "
                                 f"{_lengths_text(LIST_LENGTHS)} values (BASE first), or name a preset")
