@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from statistics import mean
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import torch
 from torch.nn.functional import cosine_similarity, linear
@@ -14,6 +14,7 @@ from torch.nn.functional import cosine_similarity, linear
 from .errors import MergeError
 from .executor import iter_pairs
 from .families import Family
+from .run import RunContext
 
 ASIM_SEED = 2244096
 ASIM_PROBES = 6  # SuperMerger builds three nn.Linear (q, k, v) per model for every block
@@ -75,8 +76,7 @@ def _attention(x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     return torch.einsum("ik,jk->ik", p, vx)  # element-wise P[i,k]·Σ_j V[j,k]: the original's quirk, kept
 
 
-def asimilarity(a, b, family: Family, cancel: Optional[Callable] = None, progress: Optional[Callable] = None
-                ) -> Similarity:
+def asimilarity(a, b, family: Family, run: Optional[RunContext] = None) -> Similarity:
     """How alike A's and B's self-attention responds to the same random input, per attention block (100 =
     the same). Works for SD1/SD2 and, unlike SuperMerger, SDXL (its attn1 blocks)."""
     if family.name == "flux":
@@ -87,12 +87,7 @@ def asimilarity(a, b, family: Family, cancel: Optional[Callable] = None, progres
         raise MergeError("models", "no self-attention (attn1) weights found in both models")
     out = Similarity("asimilarity")
     inputs = probe_inputs(tuple(a.shape(p + "to_q.weight")) for p in prefixes)
-    for n, (prefix, x) in enumerate(zip(prefixes, inputs)):
-        if cancel is not None and cancel():
-            from .errors import MergeInterrupted
-            raise MergeInterrupted()
-        if progress:
-            progress(n, len(prefixes), "ASimilarity")
+    for prefix, x in zip((run or RunContext()).each(prefixes, "ASimilarity"), inputs):
         with torch.no_grad():
             att = [_attention(x, *(src.get(prefix + f"to_{w}.weight").float() for w in "qkv")) for src in (a, b)]
         score = round(torch.mean(cosine_similarity(att[0], att[1], dim=1)).item() * 100, 3)
@@ -121,7 +116,7 @@ def _label(key: str, family: Family) -> Optional[tuple]:
 
 
 def cosine(a, b, family: Family, mode: str = "block", method: str = "mean", parts=("te", "unet", "vae"),
-           cancel: Optional[Callable] = None, progress: Optional[Callable] = None) -> Similarity:
+           run: Optional[RunContext] = None) -> Similarity:
     """Cosine similarity ×100 of every comparable key (element rows), grouped per block (SPEC §14.2). Block
     rows are the mean or minimum of the block's keys, or its attn2.to_out.0 value; under "both" they are
     the block means whatever `method` says, as in SuperMerger. `mode`: block, element or both."""
@@ -139,7 +134,7 @@ def cosine(a, b, family: Family, mode: str = "block", method: str = "mean", part
     per_block, attn2 = {}, {}
     read = lambda k: (a.get(k), b.get(k))  # noqa: E731
     release = lambda k: (a.release(k), b.release(k))  # noqa: E731
-    for key, ta, tb in iter_pairs(keys, read, release, cancel, progress, "similarity"):
+    for key, ta, tb in iter_pairs(keys, read, release, run, "similarity"):
         # float64: in float32 two identical 38 M-element embeddings score 100.47
         score = round(cosine_similarity(ta.reshape(-1).double(), tb.reshape(-1).double(), dim=0).item() * 100, 3)
         element, block = labels[key]

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from .console import add_threads_option, command_run
 from .lora import cli as lora_cli
 from .errors import MergeError, MergeInterrupted
 from .history import History, record, table
@@ -16,22 +17,6 @@ from .merge import (SaveOptions, adjust_to_file, display_name, make_plan, merge_
 from .naming import file_name
 from .plan import MERGE
 from .recipe import Recipe
-
-
-def _progress_bar(desc: str):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm is a dependency, but a missing bar must not stop a merge
-        return None, lambda: None
-    bar = tqdm(total=0, desc=desc, unit="key", leave=False, disable=not sys.stderr.isatty())
-
-    def update(done, total, phase):
-        if bar.total != total:
-            bar.reset(total=total)
-        bar.set_description(phase)
-        bar.n = done
-        bar.refresh()
-    return update, bar.close
 
 
 def _read_recipe(path: str) -> Recipe:
@@ -53,7 +38,8 @@ def _human(n: float) -> str:
 
 
 def run_merge(recipe: Recipe, out: Path, options: SaveOptions, base_dir=None, quiet=False,
-              device: str = "cpu", elist=None, history: Optional[History] = None) -> Path:
+              device: str = "cpu", elist=None, history: Optional[History] = None,
+              threads: Optional[int] = None) -> Path:
     inputs = open_inputs(recipe, base_dir, options.bake_vae)
     try:
         plan = make_plan(recipe, inputs, options)  # once: a seed of -1 is drawn here
@@ -62,11 +48,8 @@ def run_merge(recipe: Recipe, out: Path, options: SaveOptions, base_dir=None, qu
             channels = inputs.a.shape(conv)[1] if conv in inputs.a else None
             out = out / file_name(display_name(plan), options.fp16, in_channels=channels,
                                   tag=name_tag(plan.recipe))
-        update, close = _progress_bar("merge") if not quiet else (None, lambda: None)
-        try:
-            result = merge_to_file(recipe, inputs, out, options, plan=plan, progress=update, device=device)
-        finally:
-            close()
+        with command_run("merge", threads, quiet) as run:
+            result = merge_to_file(recipe, inputs, out, options, plan=plan, run=run, device=device)
         entry = record(history, result.plan, inputs, display_name(result.plan), "cli")
     finally:
         inputs.close()
@@ -97,7 +80,7 @@ def cmd_merge(args) -> int:
     options = SaveOptions(fp16=args.fp16, prune=args.prune, metadata=not args.no_metadata,
                           reset_clip_ids=args.reset_clip_ids, bake_vae=args.bake_vae, overwrite=args.overwrite)
     run_merge(recipe, Path(args.out), options, base_dir=Path(args.recipe).resolve().parent, device=args.device,
-              elist=args.elist, history=None if args.no_history else History(args.history))
+              elist=args.elist, history=None if args.no_history else History(args.history), threads=args.threads)
     return 0
 
 
@@ -129,7 +112,9 @@ def cmd_history(args) -> int:
 
 def cmd_adjust(args) -> int:
     out = Path(args.out)
-    result = adjust_to_file(args.model, args.values, out, SaveOptions(fp16=args.fp16, overwrite=args.overwrite))
+    with command_run("adjust", args.threads) as run:
+        result = adjust_to_file(args.model, args.values, out, SaveOptions(fp16=args.fp16, overwrite=args.overwrite),
+                                run=run)
     print(f"adjusted {sum(1 for s in result.plan.steps if s.adjust)} keys of {args.model} "
           f"({args.values}); wrote {out} ({_human(out.stat().st_size)})")
     return 0
@@ -143,15 +128,12 @@ def cmd_analyze(args) -> int:
 
     with open_model(args.model_a) as a, open_model(args.model_b) as b:
         family = detect_family({"a": ModelInfo.of(a), "b": ModelInfo.of(b)})
-        update, close = _progress_bar("compare")
-        try:
+        with command_run("compare", args.threads) as run:
             if args.mode == "asimilarity":
-                result = analysis.asimilarity(a, b, family, progress=update)
+                result = analysis.asimilarity(a, b, family, run)
             else:
                 parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
-                result = analysis.cosine(a, b, family, args.mode, args.method, parts, progress=update)
-        finally:
-            close()
+                result = analysis.cosine(a, b, family, args.mode, args.method, parts, run)
     if args.csv:
         write_csv(args.csv, result.csv_rows())
     print(analysis.table_text(result))
@@ -232,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-metadata", action="store_true", help="do not store the recipe and input hashes")
     m.add_argument("--reset-clip-ids", action="store_true", help="rewrite the text encoder's position ids")
     m.add_argument("--bake-vae", metavar="VAE", help="replace the VAE with the one in this file")
-    m.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to compute (cpu)")
+    m.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to compute (cpu; with cuda the "
+                                                                             "threads feed the device)")
+    add_threads_option(m)
     m.add_argument("--elist", metavar="CSV", help="also write every merged key's alpha and beta (the E-list)")
     m.add_argument("--history", metavar="FILE", help="merge history file (default: $SUPERMERGER_HISTORY or "
                                                      "~/.local/share/supermerger-comfy/history.jsonl)")
@@ -250,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", required=True, help="output .safetensors file")
     a.add_argument("--fp16", action="store_true", help="store float32/bfloat16 weights as float16")
     a.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_threads_option(a)
     a.set_defaults(func=cmd_adjust)
 
     an = sub.add_parser("analyze", help="how similar two models are, per block or per key",
@@ -261,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--method", default="mean", choices=["mean", "min", "attn2"], help="block value (block mode)")
     an.add_argument("--parts", default="te,unet,vae", help="which parts to compare: te, unet, vae")
     an.add_argument("--csv", help="also write the table as CSV")
+    add_threads_option(an)
     an.set_defaults(func=cmd_analyze)
 
     md = sub.add_parser("metadata", help="print a safetensors file's metadata as JSON")

@@ -2,21 +2,18 @@
 
 This is the only key loop of the engine. Inputs are read one key at a time from their sources and their
 pages dropped once the key is done, so memory stays near one tensor per input whatever the model size.
-Computation runs in worker threads while the caller writes the previous result; calcmodes declared
-`parallel` (single-threaded scipy filters) get one worker per core.
+Keys are computed side by side by the run context's workers (run.py: one intra-op thread each where the
+process is ours) while the caller writes the previous results in order.
 """
 from __future__ import annotations
 
-import os
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 
-from .errors import MergeInterrupted
 from .plan import Action, Plan
+from .run import RunContext
 from .steps import aligned, evaluate, operands
 from .calcmodes.cosine import prepass_key
 
@@ -58,8 +55,7 @@ def prepass_keys(plan: Plan, inputs: Inputs) -> list:
             if s.action in (Action.KEEP, Action.MERGE) and prepass_key(s.key) and s.key in inputs.b]
 
 
-def run_prepass(plan: Plan, inputs: Inputs, cancel: Optional[Callable] = None,
-                progress: Optional[Callable] = None, reader=None):
+def run_prepass(plan: Plan, inputs: Inputs, run: Optional[RunContext] = None, reader=None):
     """The calcmode's global statistics (cosineA/B's similarity range), or None if it has no pre-pass.
     `reader(role, key)` reads an input tensor (default: from `inputs`), B − C as in Stage 0."""
     if plan.calcmode.prepass is None or not plan.merged():
@@ -67,7 +63,7 @@ def run_prepass(plan: Plan, inputs: Inputs, cancel: Optional[Callable] = None,
     read = reader or inputs.read
     c = inputs.source("c")
     pairs = iter_pairs(prepass_keys(plan, inputs), lambda k: operands(plan, k, k in c, read)[:2],
-                       inputs.release, cancel, progress, "similarity pre-pass")
+                       inputs.release, run, "similarity pre-pass")
     return plan.calcmode.prepass(pairs)
 
 
@@ -80,66 +76,39 @@ def _compute(plan: Plan, inputs: Inputs, stats, device: torch.device, names: dic
     return evaluate(plan, step, read, stats, names).cpu()
 
 
-def iter_pairs(keys: list, read: Callable, release: Optional[Callable] = None, cancel: Optional[Callable] = None,
-               progress: Optional[Callable] = None, phase: str = "compare"):
+def iter_pairs(keys: list, read: Callable, release: Optional[Callable] = None, run: Optional[RunContext] = None,
+               phase: str = "compare"):
     """(key, a, b) for each key, read one key at a time (channel-aligned, pages released after use): the
-    loop behind every whole-model statistic (cosine pre-pass, similarity analysis)."""
-    for done, key in enumerate(keys):
-        if cancel is not None and cancel():
-            raise MergeInterrupted()
-        if progress:
-            progress(done, len(keys), phase)
+    loop behind every whole-model statistic (cosine pre-pass, similarity analysis). One thread: the
+    statistic is computed by the consumer, between reads."""
+    for key in (run or RunContext()).each(keys, phase):
         a, b = read(key)
         a, b, _, _ = aligned(a, b, None)
         yield key, a, b
         if release is not None:
             release(key)
-    if progress:
-        progress(len(keys), len(keys), phase)
 
 
-def run_plan(plan: Plan, inputs: Inputs, emit: Callable, *, progress: Optional[Callable] = None,
-             cancel: Optional[Callable] = None, workers: Optional[int] = None, device: str = "cpu",
+def run_plan(plan: Plan, inputs: Inputs, emit: Callable, *, run: Optional[RunContext] = None, device: str = "cpu",
              stats=None) -> None:
     """Compute every step of `plan` and call `emit(step, tensor)` in plan order.
 
     `stats`: the calcmode's pre-pass result, when the caller ran it over a larger plan than this one (a plan
     cut down to the keys that change must not take its similarity range over fewer keys).
 
-    `progress(done, total, phase)` is called as keys complete; `cancel()` returning True stops the run
-    with MergeInterrupted between keys. Tensors handed to `emit` may view an input's memory: never
-    modify them in place.
+    `run` tells progress (phase "merge"), stops on cancel between keys (MergeInterrupted) and says how many
+    keys are computed side by side. Tensors handed to `emit` may view an input's memory: never modify them
+    in place.
     """
-    total = len(plan.steps)
+    run = run or RunContext()
     if stats is None:
-        stats = run_prepass(plan, inputs, cancel, progress)
+        stats = run_prepass(plan, inputs, run)
     device = torch.device(device)
     names = inputs.names()
-    if workers is None:
-        workers = (os.cpu_count() or 1) if plan.calcmode.parallel else 1
-    window = 2 * workers + 1
-    pending = deque()
-    steps = iter(plan.steps)
-    done = 0
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="merge") as pool:
-        try:
-            while True:
-                while len(pending) < window:
-                    step = next(steps, None)
-                    if step is None:
-                        break
-                    if cancel is not None and cancel():
-                        raise MergeInterrupted()
-                    pending.append((step, pool.submit(_compute, plan, inputs, stats, device, names, step)))
-                if not pending:
-                    break
-                step, future = pending.popleft()
-                emit(step, future.result())
-                inputs.release(step.key)
-                done += 1
-                if progress:
-                    progress(done, total, "merge")
-        except BaseException:
-            for _step, future in pending:
-                future.cancel()
-            raise
+
+    def compute(step):
+        return _compute(plan, inputs, stats, device, names, step)
+
+    for step, tensor in run.ordered(compute, plan.steps, "merge"):
+        emit(step, tensor)
+        inputs.release(step.key)

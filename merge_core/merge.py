@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
@@ -23,6 +23,7 @@ from .naming import merge_name
 from .plan import (CLIP_POSITION_IDS, FROM_B, FROM_VAE, KEEP, RESET_IDS, ModelInfo, Plan, Step, adjust_plan,
                    build_plan, detect_family, uses_model_c)
 from .recipe import Recipe
+from .run import RunContext
 from .sources import DictSource, open_model
 from .writer import SafetensorsWriter
 
@@ -208,36 +209,34 @@ def write_elist(plan: Plan, path) -> Path:
     return write_csv(path, plan.elist())
 
 
-def merge_to_dict(recipe: Recipe, inputs: Inputs, *, plan: Optional[Plan] = None, progress=None,
-                  cancel=None, device: str = "cpu") -> MergeResult:
+def merge_to_dict(recipe: Recipe, inputs: Inputs, *, plan: Optional[Plan] = None, run: Optional[RunContext] = None,
+                  device: str = "cpu") -> MergeResult:
     """Run the merge into a new dict. Unchanged keys hold model A's tensors (views, never copies)."""
     plan = plan or make_plan(recipe, inputs)
     out = {}
     t0 = time.perf_counter()
-    run_plan(plan, inputs, lambda step, t: out.__setitem__(step.key, t), progress=progress, cancel=cancel,
-             device=device)
+    run_plan(plan, inputs, lambda step, t: out.__setitem__(step.key, t), run=run, device=device)
     return MergeResult(plan, tensors=out, seconds=time.perf_counter() - t0, notes=list(plan.notes))
 
 
 def merge_to_file(recipe: Recipe, inputs: Inputs, out_path, options: Optional[SaveOptions] = None, *,
-                  plan: Optional[Plan] = None, progress: Optional[Callable] = None,
-                  cancel: Optional[Callable] = None, device: str = "cpu") -> MergeResult:
+                  plan: Optional[Plan] = None, run: Optional[RunContext] = None, device: str = "cpu") -> MergeResult:
     """Stream the merge into a safetensors file (atomically; never over an existing file without
     `options.overwrite`). `plan`, if given, must come from `make_plan` with the same options."""
     options = options or SaveOptions()
     plan = plan or make_plan(recipe, inputs, options)
     metadata = build_metadata(plan, inputs) if options.metadata else {"format": "pt"}
-    return _stream_to_file(plan, inputs, out_path, options, metadata, progress, cancel, device)
+    return _stream_to_file(plan, inputs, out_path, options, metadata, run, device)
 
 
-def _stream_to_file(plan: Plan, inputs: Inputs, out_path, options: SaveOptions, metadata: dict, progress=None,
-                    cancel=None, device: str = "cpu") -> MergeResult:
+def _stream_to_file(plan: Plan, inputs: Inputs, out_path, options: SaveOptions, metadata: dict,
+                    run: Optional[RunContext] = None, device: str = "cpu") -> MergeResult:
     spec = output_spec(plan, inputs, options.dtype)
     dtypes = {k: d for k, d, _ in spec}
     t0 = time.perf_counter()
     with SafetensorsWriter(out_path, spec, metadata, overwrite=options.overwrite) as writer:
         run_plan(plan, inputs, lambda step, t: writer.write(step.key, t.to(dtypes[step.key])),
-                 progress=progress, cancel=cancel, device=device)
+                 run=run, device=device)
     return MergeResult(plan, path=Path(out_path), seconds=time.perf_counter() - t0, notes=list(plan.notes))
 
 
@@ -247,7 +246,7 @@ def copy_plan(recipe: Recipe, family, steps: list) -> Plan:
 
 
 def adjust_to_file(model, adjust: str, out_path, options: Optional[SaveOptions] = None, *,
-                   progress: Optional[Callable] = None, cancel: Optional[Callable] = None) -> MergeResult:
+                   run: Optional[RunContext] = None) -> MergeResult:
     """Adjust (SPEC §6) one model on its own: the six Adjust keys changed, everything else copied."""
     options = options or SaveOptions()
     src = open_model(model)
@@ -257,19 +256,19 @@ def adjust_to_file(model, adjust: str, out_path, options: Optional[SaveOptions] 
         recipe = Recipe(model_a=str(model), model_b=str(model), adjust=adjust)
         plan = copy_plan(recipe, family, adjust_plan(family, info.keys, adjust))
         metadata = dict(src.metadata(), supermerger_adjust=adjust) if options.metadata else {"format": "pt"}
-        return _stream_to_file(plan, Inputs(src, src), out_path, options, metadata, progress, cancel)
+        return _stream_to_file(plan, Inputs(src, src), out_path, options, metadata, run)
     finally:
         src.close()
 
 
 def save_state_dict(tensors: dict, out_path, options: Optional[SaveOptions] = None, metadata: Optional[dict] = None,
-                    *, progress: Optional[Callable] = None, cancel: Optional[Callable] = None) -> MergeResult:
+                    *, run: Optional[RunContext] = None) -> MergeResult:
     """Write a checkpoint-format state dict with the save options (see `save_source`)."""
-    return save_source(DictSource(tensors, "model"), out_path, options, metadata, progress=progress, cancel=cancel)
+    return save_source(DictSource(tensors, "model"), out_path, options, metadata, run=run)
 
 
 def save_source(src, out_path, options: Optional[SaveOptions] = None, metadata: Optional[dict] = None, *,
-                family=None, progress: Optional[Callable] = None, cancel: Optional[Callable] = None) -> MergeResult:
+                family=None, run: Optional[RunContext] = None) -> MergeResult:
     """Write a model in checkpoint key space (a source: e.g. a model ComfyUI holds, its weights computed key by
     key) with the save options: precision, prune, reset CLIP ids; atomically, never over an existing file without
     `options.overwrite`. `family` is detected from the keys unless given."""
@@ -280,5 +279,4 @@ def save_source(src, out_path, options: Optional[SaveOptions] = None, metadata: 
     plan = copy_plan(Recipe(model_a="model", model_b="model"), family or detect_family({"a": info}),
                      [Step(k, KEEP) for k in info.keys])
     plan = with_save_options(plan, Inputs(src, src), options)
-    return _stream_to_file(plan, Inputs(src, src), out_path, options, metadata or {"format": "pt"}, progress,
-                           cancel)
+    return _stream_to_file(plan, Inputs(src, src), out_path, options, metadata or {"format": "pt"}, run)

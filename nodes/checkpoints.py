@@ -17,7 +17,7 @@ import folder_paths
 import torch
 
 from ._engine import merge_core
-from .common import interrupted, progress, stops_on_interrupt
+from .common import run_context, stops_on_interrupt
 
 MergeError = merge_core.MergeError
 ROLES = ("a", "b", "c")
@@ -60,7 +60,7 @@ class InputCache:
         st = path.stat()
         return (str(path), st.st_size, st.st_mtime_ns)
 
-    def open(self, path: Path, role: str, n: int, cancel):
+    def open(self, path: Path, role: str, n: int, run):
         """(source, owned by the caller, where it came from): the cached copy, a new cached copy, or the
         memory-mapped file (which the caller closes)."""
         key = self._key(path)
@@ -73,9 +73,7 @@ class InputCache:
             return src, True, "from its file"
         try:
             held = {}
-            for k in src.keys():
-                if cancel():
-                    raise merge_core.MergeInterrupted()
+            for k in run.each(src.keys(), f"read model {role.upper()}"):
                 held[k] = src.get(k).clone()
                 src.release(k)
         finally:
@@ -177,10 +175,11 @@ def merge(node: str, recipe, merge_vae: bool, cache_models: int):
     if cache_models <= 0:
         CACHE.trim(0)
     opened = {}
+    run = run_context()
     try:
         with stops_on_interrupt():
             for role, path in paths.items():
-                opened[role] = CACHE.open(path, role, cache_models, interrupted)
+                opened[role] = CACHE.open(path, role, cache_models, run)
                 logging.info("SuperMerger: model %s %s %s", role.upper(), path.name, opened[role][2])
             inputs = merge_core.Inputs(*(opened[r][0] if r in opened else None for r in ROLES))
             plan = merge_core.make_plan(recipe, inputs)
@@ -188,9 +187,9 @@ def merge(node: str, recipe, merge_vae: bool, cache_models: int):
                 plan = merge_core.merge.keep_vae(plan)
             model, clip, vae = _load(node, inputs.a)
             into = _Into(model, clip, vae)
-            stats = merge_core.executor.run_prepass(plan, inputs, interrupted, progress())  # over every key
+            stats = merge_core.executor.run_prepass(plan, inputs, run)  # over every key
             changes = plan.replaced([s for s in plan.steps if s.action != merge_core.plan.KEEP or s.adjust is not None])
-            merge_core.run_plan(changes, inputs, into.write, progress=progress(), cancel=interrupted, stats=stats)
+            merge_core.run_plan(changes, inputs, into.write, run=run, stats=stats)
             into.finish()
             entry = merge_core.history.record(history(), plan, inputs, merge_core.merge.display_name(plan), "node",
                                               absolute_paths=False)

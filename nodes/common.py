@@ -20,16 +20,18 @@ TIPS = {
 }
 
 
-def progress():
-    """The engine's `progress(done, total, phase)` callback, shown on the node by ComfyUI's progress bar."""
+def run_context():
+    """The engine's run context for one node execution: ComfyUI's progress bar on the node, Interrupt as the
+    cancel check, and threads beside the host's own torch setting (never changed: the sampler shares it)."""
     import comfy.utils
 
     bar = comfy.utils.ProgressBar(1)  # its total becomes the engine's
-    return lambda done, total, _phase: bar.update_absolute(done, total)
+    return merge_core.run.RunContext(progress=lambda done, total, _phase: bar.update_absolute(done, total),
+                                     cancel=interrupted)
 
 
 def interrupted() -> bool:
-    """The engine's `cancel` callback: true once ComfyUI's Interrupt was pressed."""
+    """The engine's cancel check: true once ComfyUI's Interrupt was pressed."""
     import comfy.model_management as mm
 
     return mm.processing_interrupted()

@@ -16,7 +16,7 @@ from comfy_api.v0_0_2 import io
 
 from . import params
 from ._engine import merge_core
-from .common import interrupted, progress, stops_on_interrupt
+from .common import run_context, stops_on_interrupt
 from .lora_extract import output_path
 from .messages import DISPLAY, node_error
 
@@ -147,8 +147,7 @@ def merge_to_loras_folder(node: str, text: str, rank: str, same_to_strength: boo
             opened.append((lora.files.LoraFile.open(path, entry.name), entry))
         with stops_on_interrupt():
             lora.merge.merge_to_file(opened, out, rank, same_to_strength, metadata, precision, overwrite,
-                                     progress=progress(),
-                                     cancel=interrupted, where="loras")
+                                     run=run_context(), where="loras")
     finally:
         for f, _ in opened:
             f.close()

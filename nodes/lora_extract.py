@@ -14,7 +14,7 @@ from comfy_api.v0_0_2 import io
 
 from . import params, patching
 from ._engine import merge_core
-from .common import interrupted, progress, stops_on_interrupt
+from .common import run_context, stops_on_interrupt
 from .messages import DISPLAY, node_error
 
 for _module in ("extract", "extract_two", "files", "merge", "metadata", "syntax"):
@@ -55,8 +55,7 @@ def extract_from_models(node: str, model_a, model_b, clip_a, clip_b, options, fi
     folder, out = output_path(node, filename, "lora_extract")
     with stops_on_interrupt():
         merge_core.lora.extract.extract_lora(a, b, options, out, overwrite, family=a.family,
-                                             progress=progress(),
-                                             cancel=interrupted)
+                                             run=run_context())
     return out.relative_to(folder).as_posix()
 
 
@@ -80,7 +79,7 @@ def extract_from_loras(node: str, entries: list, alpha: float, beta: float, gamm
         folder, out = output_path(node, filename, lora.merge.default_name(stems))
         with stops_on_interrupt():
             lora.extract_two.extract_two_to_file(inputs, out, alpha, beta, gamma, same_to_strength, "create new",
-                                                 precision, overwrite, interrupted, "loras")
+                                                 precision, overwrite, run_context(), "loras")
     finally:
         for f, _ in inputs:
             f.close()

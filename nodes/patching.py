@@ -23,7 +23,7 @@ from comfy.weight_adapter import WeightAdapterBase
 
 from . import keyspace
 from ._engine import merge_core
-from .common import interrupted, progress, stops_on_interrupt
+from .common import run_context, stops_on_interrupt
 
 MergeError = merge_core.MergeError
 F32 = torch.float32
@@ -227,7 +227,7 @@ def merge_models(node: str, recipe, model_a, model_b, model_c=None, clip_a=None,
     job = LazyMerge(node, plan, views)
     with stops_on_interrupt():
         job.stats = merge_core.executor.run_prepass(plan, merge_core.Inputs(views["a"], views["b"], views["c"]),
-                                                    interrupted, progress())
+                                                    run_context())
     model = model_a.clone()
     clip = clip_a.clone() if clip_a is not None else None
     _patch(node, job, views["a"], model, clip)
@@ -296,9 +296,9 @@ def analyze(node: str, model_a, model_b, mode: str, method: str, clip_a=None, cl
     analysis = merge_core.analysis
     with stops_on_interrupt():
         if mode == "asimilarity":
-            result = analysis.asimilarity(a, b, family, interrupted, progress())
+            result = analysis.asimilarity(a, b, family, run_context())
         else:
-            result = analysis.cosine(a, b, family, mode, method, ("te", "unet"), interrupted, progress())
+            result = analysis.cosine(a, b, family, mode, method, ("te", "unet"), run_context())
     return result, family
 
 

@@ -8,7 +8,7 @@ import torch
 
 from ._engine import merge_core
 from .checkpoints import checkpoint_path
-from .common import interrupted, progress, stops_on_interrupt
+from .common import run_context, stops_on_interrupt
 
 MergeError = merge_core.MergeError
 DESTINATIONS = ("checkpoints", "output")
@@ -127,6 +127,5 @@ def save(node: str, model, clip, vae, filename: str, destination: str, options, 
 
     src = checkpoint_source(model, clip, vae)
     with stops_on_interrupt():
-        merge_core.merge.save_source(src, path, options, metadata, family=src.family, progress=progress(),
-                                     cancel=interrupted)
+        merge_core.merge.save_source(src, path, options, metadata, family=src.family, run=run_context())
     return path.relative_to(base.resolve()).as_posix()

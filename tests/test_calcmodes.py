@@ -79,7 +79,7 @@ def test_median_in_parts_is_scipys_median_filter_bit_for_bit(shape, part, seed, 
         x.reshape(-1)[rng.integers(0, x.size)] = np.nan
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(smooth, "PART", part)  # many parts even for tiny tensors
-        mp.setattr(smooth.os, "cpu_count", lambda: 3)
+        mp.setattr(smooth, "thread_share", lambda: 3)
         ours = smooth.median3(x)
     assert np.array_equal(ours.view(np.uint32), scipy.ndimage.median_filter(x, size=3).view(np.uint32))  # bits
 
@@ -88,7 +88,7 @@ def test_large_tensors_are_filtered_in_parts(monkeypatch):
     seen = []
     real = scipy.ndimage.median_filter
     monkeypatch.setattr(smooth.scipy.ndimage, "median_filter", lambda a, size: seen.append(a.shape) or real(a, size=size))
-    monkeypatch.setattr(smooth.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(smooth, "thread_share", lambda: 2)
     x = np.random.default_rng(0).standard_normal((64, 40, 3, 3)).astype(np.float32)
     monkeypatch.setattr(smooth, "PART", x.size // 4)
     smooth.median3(x)

@@ -12,7 +12,7 @@ import safetensors.torch
 import torch
 
 from helpers import CONV_IN
-from merge_core import MergeError, MergeInterrupted, Recipe, SafetensorsFile, open_model
+from merge_core import MergeError, MergeInterrupted, Recipe, RunContext, SafetensorsFile, open_model
 from merge_core.merge import SaveOptions, merge_to_file, open_inputs
 from merge_core.synthetic import tiny_sd1, write_model
 from merge_core.writer import SafetensorsWriter
@@ -185,7 +185,7 @@ def test_merge_interrupted_half_way_leaves_neither_target_nor_part_file(tmp_path
     inputs = open_inputs(recipe)
     try:
         with pytest.raises(MergeInterrupted):
-            merge_to_file(recipe, inputs, tmp_path / "out.safetensors", cancel=_cancel_after(100))
+            merge_to_file(recipe, inputs, tmp_path / "out.safetensors", run=RunContext(cancel=_cancel_after(100)))
     finally:
         inputs.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["A.safetensors", "B.safetensors"]
@@ -198,7 +198,8 @@ def test_merge_interrupted_half_way_leaves_an_existing_target_intact(tmp_path):
     inputs = open_inputs(recipe)
     try:
         with pytest.raises(MergeInterrupted):
-            merge_to_file(recipe, inputs, target, SaveOptions(overwrite=True), cancel=_cancel_after(100))
+            merge_to_file(recipe, inputs, target, SaveOptions(overwrite=True),
+                          run=RunContext(cancel=_cancel_after(100)))
     finally:
         inputs.close()
     assert target.read_bytes() == b"the previous merge"

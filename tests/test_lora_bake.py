@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from merge_core import MergeError, MergeInterrupted
+from merge_core import MergeError, MergeInterrupted, RunContext
 from merge_core.lora.bake import apply_dora, bake_to_file, module_delta
 from merge_core.lora.files import LoraFile
 from merge_core.lora.synthetic import random_lora
@@ -182,7 +182,7 @@ def test_interrupt_leaves_no_file(model, tmp_path):
     path, sd = model
     good = random_lora(shapes(sd), "sd1", 2, 1)
     with pytest.raises(MergeInterrupted):
-        bake(path, tmp_path / "o.safetensors", {"g": good}, "g:1", cancel=lambda: True)
+        bake(path, tmp_path / "o.safetensors", {"g": good}, "g:1", run=RunContext(cancel=lambda: True))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from helpers import assert_unchanged, snapshot
-from merge_core import FAMILIES, DictSource, MergeError, MergeInterrupted
+from merge_core import FAMILIES, DictSource, MergeError, MergeInterrupted, RunContext
 from merge_core.lora import extract, names
 from merge_core.lora.bake import patched_weight, plan_patches
 from merge_core.lora.decompose import clamp_factors
 from merge_core.lora.extract import ExtractOptions, extract_lora
 from merge_core.lora.files import LoraFile
+from merge_core.run import Threads
 from merge_core.sources import open_model
 from merge_core.synthetic import write_model
 
@@ -258,8 +259,8 @@ def test_existing_file_needs_overwrite_and_interrupt_leaves_nothing(tmp_path, sd
     assert out.read_bytes() == b"keep me"
     calls = []
     with pytest.raises(MergeInterrupted):
-        extract_lora(a, b, ExtractOptions(rank=2), out=out, overwrite=True, cancel=lambda: len(calls) > 50 or
-                     calls.append(1))
+        extract_lora(a, b, ExtractOptions(rank=2), out=out, overwrite=True,
+                     run=RunContext(cancel=lambda: len(calls) > 50 or calls.append(1)))
     assert out.read_bytes() == b"keep me" and list(tmp_path.iterdir()) == [out]
     extract_lora(a, b, ExtractOptions(rank=2), out=out, overwrite=True)
     with open_model(out) as f:
@@ -276,10 +277,14 @@ def test_streams_from_memory_mapped_files(tmp_path, sd1):
     assert all(torch.equal(from_files[k], from_dicts[k]) for k in from_dicts)
 
 
-def test_one_or_two_threads_give_the_same_file(sd1):
-    one = run(sd1[1], sd1[0], rank=4, workers=1).tensors
-    two = run(sd1[1], sd1[0], rank=4, workers=2).tensors
-    assert list(one) == list(two) and all(torch.equal(one[k], two[k]) for k in one)
+@pytest.mark.parametrize("workers", [2, 3])
+def test_layers_factorised_side_by_side_give_the_same_file(sd1, workers):
+    def extracted(n):
+        run = RunContext(threads=Threads(cores=3, workers=n, intra=1))
+        return extract_lora(DictSource(sd1[1], "A"), DictSource(sd1[0], "B"), ExtractOptions(rank=4), run=run).tensors
+
+    one, many = extracted(1), extracted(workers)
+    assert list(one) == list(many) and all(torch.equal(one[k], many[k]) for k in one)
 
 
 def test_clear_errors_for_bad_inputs(sd1, sdxl):

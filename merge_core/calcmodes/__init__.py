@@ -40,7 +40,6 @@ class Calcmode:
     uses_gamma: bool = False
     prepass: Optional[Callable] = None  # (iterable of (key, a, b)) -> stats, over `prepass_keys`
     skip_key: Callable[[str], bool] = field(default=lambda key: False)  # keys left as A
-    parallel: bool = False  # expensive per key and single-threaded: run keys side by side
     min_dim: int = 0  # tensors with fewer dimensions are left as A
     check: Optional[Callable] = None  # (alpha, beta, gamma) -> problem text or None, checked per key at plan time
     costly: bool = False  # minutes for a whole model: worth keeping a result that is asked for twice

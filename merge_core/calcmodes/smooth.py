@@ -2,11 +2,12 @@
 
 The median filter is nearly all of the cost (a 3×3 conv weight has an 81-value window: ~0.9 µs an element,
 minutes for a whole SD1.5 U-Net, against ~0.02 µs for the gaussian). scipy runs it on one core but releases
-the GIL, so large tensors are cut along their first axis into parts filtered side by side. Each part carries
+the GIL, so large tensors are cut along their first axis into parts filtered side by side, on as many threads
+as the run's policy leaves this key (run.thread_share: all of them when keys run one at a time, one each when
+every core already computes a key of its own). Each part carries
 one neighbouring slice on each side, so every kept element's window holds exactly the values, in the same
 order, it holds in the whole tensor: the result is scipy's, bit for bit (a test holds it to that, ties of
 ±0 and NaN included)."""
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -14,6 +15,7 @@ import scipy.ndimage
 import torch
 
 from . import register
+from ..run import thread_share
 
 PART = 1 << 20  # elements per part: small enough to share out, large enough that the halo slices are noise
 
@@ -27,11 +29,12 @@ def _parts(x: np.ndarray) -> list:
 
 
 def median3(x: np.ndarray) -> np.ndarray:
-    """`scipy.ndimage.median_filter(x, size=3)` (reflect at the edges), on every core."""
+    """`scipy.ndimage.median_filter(x, size=3)` (reflect at the edges), on the calling worker's share of
+    the threads."""
     # 1-D input goes to scipy's running-median path, whose result on ties of 0.0 and -0.0 (and on NaN)
     # depends on the elements before the window; the n-D path looks at each window alone. Biases are small.
     parts = _parts(x) if x.ndim >= 2 else []
-    workers = min(os.cpu_count() or 1, len(parts))
+    workers = min(thread_share(), len(parts))
     if workers < 2:
         return scipy.ndimage.median_filter(x, size=3)
     out = np.empty_like(x)
@@ -59,5 +62,5 @@ def smooth_add(a, b, c, p):
 
 
 register("smoothAdd", modes=("add_difference",), costly=True)(smooth_add)
-# Same result; the executor also runs keys side by side (most keys are too small to be cut in parts).
-register("smoothAdd MT", modes=("add_difference",), parallel=True, costly=True)(smooth_add)
+# The same calcmode under SuperMerger's other name: the executor runs keys side by side for every calcmode.
+register("smoothAdd MT", modes=("add_difference",), costly=True)(smooth_add)

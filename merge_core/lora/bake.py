@@ -14,13 +14,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
 from ..atomic import refuse_existing
-from ..errors import MergeError, MergeInterrupted
+from ..errors import MergeError
 from ..families import FAMILIES, detect
+from ..run import RunContext
 from ..sources import open_model
 from ..writer import SafetensorsWriter, tensor_bytes
 from . import names
@@ -181,10 +182,11 @@ def patched_weight(key: str, weight: torch.Tensor, patches: list, device="cpu") 
 
 
 def bake_to_file(model_path, inputs: list, out_path, precision: str = "keep", overwrite: bool = False,
-                 device="cpu", metadata: Optional[dict] = None, progress: Optional[Callable] = None,
-                 cancel: Optional[Callable] = None, where: str = "loras") -> BakeResult:
+                 device="cpu", metadata: Optional[dict] = None, run: Optional[RunContext] = None,
+                 where: str = "loras") -> BakeResult:
     """Stream `model_path` into `out_path` with the LoRAs of `inputs` [(LoraFile, LoraEntry)] baked in.
-    `precision`: keep (each tensor's dtype), float, fp16 or bf16 for floating tensors."""
+    `precision`: keep (each tensor's dtype), float, fp16 or bf16 for floating tensors. Patched keys are
+    computed side by side by `run`'s workers and written in order."""
     t0 = time.perf_counter()
     out_path = Path(out_path)
     target = precisions.dtype_of(precision, "precision", keep=True)
@@ -199,18 +201,19 @@ def bake_to_file(model_path, inputs: list, out_path, precision: str = "keep", ov
             dt = src.dtype(key)
             return target if target is not None and dt.is_floating_point else dt
 
+        def output(key):  # a tensor to write, or raw bytes copied as they are
+            if key in patches:
+                return patched_weight(key, src.get(key), patches[key], device).to("cpu", out_dtype(key))
+            if out_dtype(key) == src.dtype(key):
+                return tensor_bytes(src.get(key))
+            return src.get(key).to(out_dtype(key))
+
         entries = [(k, out_dtype(k), src.shape(k)) for k in keys]
         with SafetensorsWriter(out_path, entries, metadata or {"format": "pt"}, overwrite) as w:
-            for i, key in enumerate(keys):
-                if cancel is not None and cancel():
-                    raise MergeInterrupted()
-                if key in patches:
-                    w.write(key, patched_weight(key, src.get(key), patches[key], device).to("cpu", out_dtype(key)))
-                elif out_dtype(key) == src.dtype(key):
-                    w.write_raw(key, tensor_bytes(src.get(key)))
+            for key, value in (run or RunContext()).ordered(output, keys, "bake"):
+                if isinstance(value, torch.Tensor):
+                    w.write(key, value)
                 else:
-                    w.write(key, src.get(key).to(out_dtype(key)))
+                    w.write_raw(key, value)
                 src.release(key)
-                if progress is not None:
-                    progress(i + 1, len(keys), "bake")
     return BakeResult(out_path, len(patches), time.perf_counter() - t0, notes)

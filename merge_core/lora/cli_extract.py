@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..console import add_threads_option
 from .cli_merge import _precision
 
 
@@ -12,7 +13,7 @@ def _output(out: str, name: str) -> Path:
 
 
 def cmd_extract(args) -> int:
-    from ..cli import _progress_bar
+    from ..console import command_run
     from ..sources import open_model
     from .extract import ExtractOptions, default_name, extract_lora
     from .files import precision_dtype
@@ -20,15 +21,11 @@ def cmd_extract(args) -> int:
     v_prediction = None if args.prediction is None else args.prediction == "v"
     options = ExtractOptions(rank=args.rank, conv_rank=args.conv_rank, alpha=args.alpha, beta=args.beta,
                              save_dtype=precision_dtype(args.precision, "--precision"),
-                             clamp=None if args.no_clamp else 0.99, v_prediction=v_prediction, style=args.names,
-                             workers=args.threads)
+                             clamp=None if args.no_clamp else 0.99, v_prediction=v_prediction, style=args.names)
     out = _output(args.out, default_name(args.model_a, args.model_b))
     with open_model(args.model_a) as a, open_model(args.model_b) as b:
-        update, close = _progress_bar("extract")
-        try:
-            result = extract_lora(a, b, options, out, args.overwrite, progress=update)
-        finally:
-            close()
+        with command_run("extract", args.threads) as run:
+            result = extract_lora(a, b, options, out, args.overwrite, run=run)
     for note in result.notes:
         print(f"note: {note}")
     parts = "U-Net and text encoder" if result.text_encoder else "U-Net"
@@ -44,9 +41,9 @@ def cmd_extract_two(args) -> int:
     from .merge import default_name
 
     out = _output(args.out or args.lora_dir, default_name(args.loras))
-    with opened_entries(args, "extract") as (inputs, _update):
+    with opened_entries(args, "extract") as (inputs, run):
         path, merged = extract_two_to_file(inputs, out, args.alpha, args.beta, args.gamma, args.same_to_strength,
-                                           args.metadata, args.precision, args.overwrite)
+                                           args.metadata, args.precision, args.overwrite, run)
     modules = sum(1 for k in merged.tensors if k.endswith(".alpha"))
     print(f"extracted {modules} modules from {inputs[0][1].name} and {inputs[1][1].name}: wrote {path} "
           f"({path.stat().st_size / 2**20:.1f} MB)")
@@ -80,8 +77,7 @@ def add_parsers(actions) -> None:
     e.add_argument("--names", default="auto", choices=["auto", "kohya", "ldm"],
                    help="U-Net module names: kohya (diffusers paths for SD1/SD2), ldm (checkpoint paths), or auto "
                         "(kohya unless the U-Net's layout is not the released one)")
-    e.add_argument("--threads", type=int, default=1, help="layers factorised side by side (1; more only helps when "
-                                                        "torch itself runs single-threaded)")
+    add_threads_option(e)
     e.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     e.set_defaults(func=cmd_extract)
 
@@ -106,4 +102,5 @@ def add_parsers(actions) -> None:
     t.add_argument("--lora-dir", default=".", help="folder of the LoRA files (default: the current folder)")
     t.add_argument("--presets", help="extra LoRA block-weight presets file")
     t.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_threads_option(t)
     t.set_defaults(func=cmd_extract_two)

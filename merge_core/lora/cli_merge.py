@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import precision
+from ..console import add_threads_option
 from ..errors import MergeError
 from . import syntax
 
@@ -37,20 +38,18 @@ def resolve(name: str, lora_dir: Path) -> Path:
 
 @contextmanager
 def opened_entries(args, desc: str):
-    """The list's (LoraFile, LoraEntry) pairs and a progress callback; files and bar closed afterwards."""
-    from ..cli import _progress_bar
+    """The list's (LoraFile, LoraEntry) pairs and the command's run context; files and bar closed afterwards."""
+    from ..console import command_run
     from .files import LoraFile
 
     entries = syntax.parse_list(args.loras, syntax.lora_presets(args.presets))
     opened = []
-    update, close = None, lambda: None
     try:
         for entry in entries:
             opened.append((LoraFile.open(resolve(entry.name, Path(args.lora_dir)), entry.name), entry))
-        update, close = _progress_bar(desc)
-        yield opened, update
+        with command_run(desc, getattr(args, "threads", None)) as run:
+            yield opened, run
     finally:
-        close()
         for lora, _ in opened:
             lora.close()
 
@@ -69,9 +68,9 @@ def cmd_merge(args) -> int:
     if out.is_dir():
         out = out / f"{default_name(args.loras)}.safetensors"
     calc = precision.dtype_of(args.calc_precision, "--calc-precision")
-    with opened_entries(args, "merge LoRAs") as (inputs, update):
+    with opened_entries(args, "merge LoRAs") as (inputs, run):
         path, merged = merge_to_file(inputs, out, rank, args.same_to_strength, args.metadata, args.precision,
-                                     args.overwrite, calc, args.device, None if args.no_clamp else 0.99, update)
+                                     args.overwrite, calc, args.device, None if args.no_clamp else 0.99, run)
     how = f"re-decomposed to rank {merged.rank}" if merged.rank else "merged"
     _report(merged.notes, f"{len(inputs)} LoRA(s) {how}", path)
     return 0
@@ -82,12 +81,12 @@ def cmd_bake(args) -> int:
     from .bake import bake_to_file
 
     out = Path(args.out)
-    with opened_entries(args, "bake") as (inputs, update):
+    with opened_entries(args, "bake") as (inputs, run):
         if out.is_dir():  # SuperMerger's name: <model>+<lora1>+<lora2>…
             name = "+".join([stem(args.model)] + [e.name for _, e in inputs])
             out = out / file_name(name, fp16=args.precision == "fp16")
         result = bake_to_file(args.model, inputs, out, args.precision, args.overwrite, args.device,
-                              {"format": "pt", "supermerger_loras": args.loras}, update)
+                              {"format": "pt", "supermerger_loras": args.loras}, run)
     _report(result.notes, f"baked {len(inputs)} LoRA(s) into {result.patched_keys} weights in "
                           f"{result.seconds:.1f} s", result.path)
     return 0
@@ -125,6 +124,7 @@ def add_parsers(actions) -> None:
     common.add_argument("--presets", help="extra LoRA block-weight presets file (NAME<TAB>values or NAME:values)")
     common.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     common.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to compute (cpu)")
+    add_threads_option(common)
 
     m = actions.add_parser("merge", parents=[common], help="merge LoRAs into one LoRA file",
                            description="Merge LoRAs kohya-style (SPEC 13.3): equal ranks are summed factor by "

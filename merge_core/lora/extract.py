@@ -8,9 +8,9 @@ conv rank, the 3×3 convs of ResBlocks, Downsample and Upsample are extracted to
 LoCon `conv_dim`). The text encoder is left out when no module of it changed by more than 0.1 anywhere.
 
 Inputs are any merge_core sources: memory-mapped files (`open_model`), dicts, or the in-graph models of
-`nodes/patching.PatcherSource`. Weights are read one layer at a time; layers are factorised on a few
-threads if asked and written in order, straight into an atomic safetensors file (nothing is left on error or
-interrupt, nothing overwritten without `overwrite`).
+`nodes/patching.PatcherSource`. Weights are read one layer at a time; layers are factorised side by side by
+the run context's workers (run.py) and written in order, straight into an atomic safetensors file (nothing is
+left on error or interrupt, nothing overwritten without `overwrite`).
 """
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ import dataclasses
 import json
 import re
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -27,9 +25,10 @@ from typing import Callable, Optional
 import torch
 
 from ..atomic import refuse_existing
-from ..errors import MergeError, MergeInterrupted
+from ..errors import MergeError
 from ..families import Family
 from ..plan import ModelInfo, detect_family
+from ..run import RunContext
 from . import names
 from .decompose import CLAMP_QUANTILE, clamp_factors
 from .lowrank import low_rank
@@ -53,9 +52,6 @@ class ExtractOptions:
     clamp: Optional[float] = CLAMP_QUANTILE  # kohya clamps both factors at this quantile; None: no clamp
     v_prediction: Optional[bool] = None  # SD2 only: 768-v (True) or 512 epsilon (False); None: not recorded
     style: str = "auto"  # U-Net module names: kohya (diffusers paths for SD1/SD2), ldm, or auto
-    # Layers factorised side by side. 1 is fastest on CPU: torch already spreads each matrix product over
-    # the cores, and more workers only make the threads fight (measured: 2 workers take 1.5–2.5× longer).
-    workers: int = 1
 
     def check(self) -> None:
         for name, value in (("rank", self.rank), ("conv_rank", self.conv_rank)):
@@ -172,11 +168,10 @@ def _delta(target: Target, a, b, options: ExtractOptions) -> torch.Tensor:
 
 
 @torch.no_grad()
-def text_encoder_change(targets: list, a, b, options: ExtractOptions, cancel=None) -> float:
+def text_encoder_change(targets: list, a, b, options: ExtractOptions, run: Optional[RunContext] = None) -> float:
     """The largest |ΔW| over the text encoder's modules, stopping at the first above the threshold."""
     largest = 0.0
-    for t in targets:
-        _check(cancel)
+    for t in (run or RunContext()).each(targets, "text encoder check"):
         largest = max(largest, float(_delta(t, a, b, options).abs().max()))
         if largest > TEXT_ENCODER_SAME:
             break
@@ -200,13 +195,9 @@ def factors(delta: torch.Tensor, rank: int, clamp: Optional[float] = CLAMP_QUANT
     return up, down
 
 
-def _check(cancel) -> None:
-    if cancel is not None and cancel():
-        raise MergeInterrupted()
-
-
-def _factorised(targets: list, a, b, options: ExtractOptions, cancel) -> "iter":
-    """(target, up, down) for every target, in order; up to `workers` layers are factorised at once."""
+def _factorised(targets: list, a, b, options: ExtractOptions, run: RunContext) -> "iter":
+    """(target, (up, down)) for every target, in order, factorised side by side by the run's workers (each
+    layer's own seeded sketch, so the file is the same whatever the thread count)."""
     @torch.no_grad()  # in-graph weights are parameters that require grad; no graph is wanted (per thread)
     def one(t: Target):
         shape = t.shape(a)
@@ -215,28 +206,7 @@ def _factorised(targets: list, a, b, options: ExtractOptions, cancel) -> "iter":
         b.release(t.key)
         return up.to(options.save_dtype).contiguous(), down.to(options.save_dtype).contiguous()
 
-    workers = max(1, options.workers)
-    if workers == 1:
-        for t in targets:
-            _check(cancel)
-            yield (t, *one(t))
-        return
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="lora-extract")
-    pending: deque = deque()
-    try:
-        todo = iter(targets)
-        for t in todo:
-            _check(cancel)
-            pending.append((t, pool.submit(one, t)))
-            if len(pending) > workers:
-                t0, f = pending.popleft()
-                yield (t0, *f.result())
-        while pending:
-            _check(cancel)
-            t0, f = pending.popleft()
-            yield (t0, *f.result())
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    return run.ordered(one, targets, "extract")
 
 
 def extraction_metadata(family: Family, options: ExtractOptions, title: str, source: dict) -> dict:
@@ -266,12 +236,13 @@ def _entries(targets: list, a, options: ExtractOptions) -> list:
 
 def extract_lora(a, b, options: ExtractOptions = ExtractOptions(), out=None, overwrite: bool = False,
                  title: Optional[str] = None, family: Optional[Family] = None, module_of: Optional[Callable] = None,
-                 progress: Optional[Callable] = None, cancel: Optional[Callable] = None) -> Extraction:
+                 run: Optional[RunContext] = None) -> Extraction:
     """The LoRA α·A − β·B of two sources (SPEC §13.9), written to `out` (a .safetensors path) or, without
-    `out`, returned as tensors. `progress(done, total, phase)`; `cancel()` → True stops (MergeInterrupted)."""
+    `out`, returned as tensors. `run`: progress, cancel (MergeInterrupted) and threads."""
     from ..writer import SafetensorsWriter, tensor_bytes
 
     options.check()
+    run = run or RunContext()
     t0 = time.perf_counter()
     if out is not None:
         out = Path(out)
@@ -284,9 +255,7 @@ def extract_lora(a, b, options: ExtractOptions = ExtractOptions(), out=None, ove
     te = [t for t in targets if t.text_encoder]
     change = 0.0
     if te:
-        if progress:
-            progress(0, len(targets), "text encoder check")
-        change = text_encoder_change(te, a, b, options, cancel)
+        change = text_encoder_change(te, a, b, options, run)
         if change <= TEXT_ENCODER_SAME:
             targets = [t for t in targets if not t.text_encoder]
             notes.append(f"the text encoder did not change (largest |ΔW| {change:.4g} ≤ {TEXT_ENCODER_SAME}): "
@@ -298,17 +267,12 @@ def extract_lora(a, b, options: ExtractOptions = ExtractOptions(), out=None, ove
     result = Extraction(family, targets, any(t.text_encoder for t in targets), change, metadata, notes=notes)
     alphas = {t.module: torch.tensor(float(rank_of(t, t.shape(a), options)), dtype=options.save_dtype)
               for t in targets}
-    done = 0
 
     def emit(write):
-        nonlocal done
-        for t, up, down in _factorised(targets, a, b, options, cancel):
+        for t, (up, down) in _factorised(targets, a, b, options, run):
             write(t.module + ".alpha", alphas[t.module])
             write(t.module + ".lora_down.weight", down)
             write(t.module + ".lora_up.weight", up)
-            done += 1
-            if progress:
-                progress(done, len(targets), "extract")
 
     if out is None:
         tensors = {}

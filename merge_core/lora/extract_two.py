@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
 from ..calcmodes import KeyArgs
 from ..calcmodes.extract import extract as extract_calcmode
 from ..atomic import refuse_existing
-from ..errors import MergeError, MergeInterrupted
+from ..errors import MergeError
+from ..run import RunContext
 from . import metadata as meta
 from .files import for_saving, precision_dtype, save_lora
 from .merge import Merged, family_of, merge_same_rank
@@ -58,17 +59,15 @@ def _check_same_layout(a: Merged, b: Merged, names: tuple, where: str) -> None:
 
 
 def combine(a: Merged, b: Merged, alpha: float, beta: float, gamma: float, names: tuple = ("LoRA 1", "LoRA 2"),
-            cancel: Optional[Callable] = None, where: str = "loras") -> dict:
+            run: Optional[RunContext] = None, where: str = "loras") -> dict:
     """The §13.6 combination of two merged LoRAs (tensors in float32)."""
     check_parameters(alpha, beta, gamma)
     _check_same_layout(a, b, names, where)
     out = {}
-    for key, ta in a.tensors.items():
+    for key, ta in (run or RunContext()).each(a.tensors.items(), "combine"):
         if key.endswith(".alpha"):
             out[key] = ta.clone()
             continue
-        if cancel is not None and cancel():
-            raise MergeInterrupted()
         module = _module(key)
         alpha_a, alpha_b = float(a.tensors[module + ".alpha"]), float(b.tensors[module + ".alpha"])
         if alpha_a == 0 or alpha_b / alpha_a < 0:
@@ -82,7 +81,7 @@ def combine(a: Merged, b: Merged, alpha: float, beta: float, gamma: float, names
 
 
 def extract_two(inputs: list, alpha: float, beta: float, gamma: float, same_to_strength: bool = False,
-                cancel: Optional[Callable] = None, where: str = "loras") -> Merged:
+                run: Optional[RunContext] = None, where: str = "loras") -> Merged:
     """`inputs` = two (LoraFile, LoraEntry): each merged alone (§13.3), then combined (§13.6)."""
     if len(inputs) != 2:
         raise MergeError(where, f"give exactly two LoRAs (name:ratio entries), not {len(inputs)}")
@@ -90,14 +89,14 @@ def extract_two(inputs: list, alpha: float, beta: float, gamma: float, same_to_s
     loras = [lora.require_modules(where) for lora, _ in inputs]
     family = family_of(loras, where)
     merged = [merge_same_rank([(lora, entry.weights_for(family, where))], family, same_to_strength,
-                              cancel=cancel, where=where) for lora, entry in inputs]
-    tensors = combine(merged[0], merged[1], alpha, beta, gamma, tuple(lora.name for lora in loras), cancel, where)
+                              run=run, where=where) for lora, entry in inputs]
+    tensors = combine(merged[0], merged[1], alpha, beta, gamma, tuple(lora.name for lora in loras), run, where)
     return Merged(tensors, family)
 
 
 def extract_two_to_file(inputs: list, out_path, alpha: float, beta: float, gamma: float,
                         same_to_strength: bool = False, metadata_mode: str = "create new", precision: str = "fp16",
-                        overwrite: bool = False, cancel: Optional[Callable] = None, where: str = "loras"):
+                        overwrite: bool = False, run: Optional[RunContext] = None, where: str = "loras"):
     """Write the §13.6 LoRA of two (LoraFile, LoraEntry) with the §13.10 metadata. Returns (path, Merged)."""
     check_parameters(alpha, beta, gamma)
     out_path = Path(out_path)
@@ -105,7 +104,7 @@ def extract_two_to_file(inputs: list, out_path, alpha: float, beta: float, gamma
     if metadata_mode not in meta.MODES:
         raise MergeError("metadata", f"'{metadata_mode}' is not one of: {', '.join(meta.MODES)}")
     refuse_existing(out_path, overwrite)  # SuperMerger overwrites here; a user's file is kept unless asked
-    merged = extract_two(inputs, alpha, beta, gamma, same_to_strength, cancel, where)
+    merged = extract_two(inputs, alpha, beta, gamma, same_to_strength, run, where)
     tensors = for_saving(merged.tensors, dtype)
     recorded = [meta.input_metadata(lora.metadata(), entry) for lora, entry in inputs]
     metadata = meta.merged_metadata(recorded, metadata_mode, out_path.stem, precision, merged.family)

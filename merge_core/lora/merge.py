@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
 from ..atomic import refuse_existing
-from ..errors import MergeError, MergeInterrupted
+from ..errors import MergeError
 from ..families import FAMILIES
+from ..run import RunContext
 from . import names
 from .decompose import CLAMP_QUANTILE, factored_svd_factors, svd_factors
 from .files import LoraFile, detect_family
@@ -45,11 +46,6 @@ def _signed_sqrt(r: float):
     return (math.sqrt(r), 1.0) if r > 0 else (math.sqrt(abs(r)), -1.0)
 
 
-def _check(cancel):
-    if cancel is not None and cancel():
-        raise MergeInterrupted()
-
-
 def _lora_modules(lora: LoraFile, where: str) -> list:
     other = sorted({m.kind for m in lora.modules.values()} - {"lora"})
     if other:
@@ -59,12 +55,12 @@ def _lora_modules(lora: LoraFile, where: str) -> list:
 
 
 def merge_same_rank(inputs: list, family: str, same_to_strength: bool = False, dtype=torch.float32,
-                    device="cpu", cancel=None, where: str = "loras") -> Merged:
+                    device="cpu", run: Optional[RunContext] = None, where: str = "loras") -> Merged:
     """SPEC §13.3: `inputs` = [(LoraFile, 26/61 block ratios)], in order."""
     merged, base_alphas, base_ranks = {}, {}, {}
+    run = run or RunContext()
     for lora, weights in inputs:
-        for module in _lora_modules(lora, where):
-            _check(cancel)
+        for module in run.each(_lora_modules(lora, where), "merge"):
             if "mid" in lora.modules[module].keys:
                 raise MergeError(where, f"{lora.name}: module {module} is a LoCon with CP decomposition "
                                         "(lora_mid); merge it with a rank (auto or a number)")
@@ -116,14 +112,15 @@ def _product_factors(lora: LoraFile, module: str, dtype, device):
 
 
 def merge_redecompose(inputs: list, family: str, rank: int, same_to_strength: bool = False, dtype=torch.float32,
-                      device="cpu", clamp: Optional[float] = CLAMP_QUANTILE, progress: Optional[Callable] = None,
-                      cancel=None, where: str = "loras") -> Merged:
+                      device="cpu", clamp: Optional[float] = CLAMP_QUANTILE, run: Optional[RunContext] = None,
+                      where: str = "loras") -> Merged:
     """SPEC §13.3b: Σ r·ΔW per module, re-decomposed to `rank` (alpha = rank). A module whose smaller
-    dimension is below `rank` gets that smaller rank (SuperMerger writes an invalid file there)."""
+    dimension is below `rank` gets that smaller rank (SuperMerger writes an invalid file there). Modules
+    are re-decomposed side by side by `run`'s workers."""
     modules = sorted(set().union(*(_lora_modules(lora, where) for lora, _ in inputs)))
     out, notes, clamped = {}, [], []
-    for i, module in enumerate(modules):
-        _check(cancel)
+
+    def redecompose(module):
         a_parts, b_parts, dense, shape = [], [], None, None
         for lora, weights in inputs:
             if module not in lora.modules:
@@ -147,8 +144,6 @@ def merge_redecompose(inputs: list, family: str, rank: int, same_to_strength: bo
             a_parts = []
         out_dim, in_dim = shape[0], math.prod(shape[1:])
         r_mod = min(rank, out_dim, in_dim)
-        if r_mod < rank:
-            clamped.append(module)
         if dense is not None:
             up, down = svd_factors(dense, r_mod, clamp)
         else:
@@ -156,11 +151,14 @@ def merge_redecompose(inputs: list, family: str, rank: int, same_to_strength: bo
         if len(shape) == 4:
             up = up.reshape(out_dim, r_mod, 1, 1)
             down = down.reshape(r_mod, *shape[1:])
-        out[module + ".lora_up.weight"] = up.to(dtype).contiguous()
-        out[module + ".lora_down.weight"] = down.to(dtype).contiguous()
+        return up.to(dtype).contiguous(), down.to(dtype).contiguous(), r_mod
+
+    for module, (up, down, r_mod) in (run or RunContext()).ordered(redecompose, modules, "re-decompose"):
+        if r_mod < rank:
+            clamped.append(module)
+        out[module + ".lora_up.weight"] = up
+        out[module + ".lora_down.weight"] = down
         out[module + ".alpha"] = torch.tensor(float(r_mod))
-        if progress is not None:
-            progress(i + 1, len(modules), "re-decompose")
     if clamped:
         notes.append(f"{len(clamped)} modules are smaller than rank {rank} and got their largest possible rank "
                      f"(e.g. {clamped[0]})")
@@ -180,13 +178,12 @@ def _carriers(mod) -> set:
 
 
 def merge_lycoris(lora: LoraFile, weights, family: str, same_to_strength: bool = False, dtype=torch.float32,
-                  device="cpu", cancel=None) -> Merged:
+                  device="cpu", run: Optional[RunContext] = None) -> Merged:
     """SPEC §13.4: one LyCORIS file with block weights. Every factor tensor is scaled by `√|r|` (LoHa's
     four factors give `r²`, so only ratios 0 and 1 are exact) and a negative ratio flips one factor per
     product. With same to Strength the effect is exactly `r·ΔW`: one factor per product is scaled by r."""
     out = {}
-    for module, mod in sorted(lora.modules.items()):
-        _check(cancel)
+    for module, mod in (run or RunContext()).each(sorted(lora.modules.items()), "merge"):
         if mod.kind == "oft":
             raise MergeError(f"LoRA {lora.name}", f"module {module} is OFT, which block weights cannot scale")
         r = _ratio(weights, module, family)
@@ -229,7 +226,8 @@ def parse_rank(value, where: str = "rank"):
 
 
 def merge_loras(inputs: list, rank="no", same_to_strength: bool = False, dtype=torch.float32, device="cpu",
-                clamp: Optional[float] = CLAMP_QUANTILE, progress=None, cancel=None, where: str = "loras") -> Merged:
+                clamp: Optional[float] = CLAMP_QUANTILE, run: Optional[RunContext] = None,
+                where: str = "loras") -> Merged:
     """SPEC §13.3's choice: `inputs` = [(LoraFile, LoraEntry)].
 
     A LyCORIS file merges alone (§13.4). A rank number re-decomposes to it; `auto` re-decomposes to the
@@ -245,7 +243,7 @@ def merge_loras(inputs: list, rank="no", same_to_strength: bool = False, dtype=t
             bad = next(lora.name for lora in loras if lora.kinds - {"lora"})
             raise MergeError(where, f"{bad} is a LyCORIS file (LoHa/LoKr/…); LyCORIS files can only be merged "
                                     "alone (one entry), as in SuperMerger")
-        return merge_lycoris(loras[0], weighted[0][1], family, same_to_strength, dtype, device, cancel)
+        return merge_lycoris(loras[0], weighted[0][1], family, same_to_strength, dtype, device, run)
     if rank == "auto":
         ranks = {lora.rank(m) for lora in loras for m in lora.modules}
         per_file = [{lora.rank(m) for m in lora.modules} for lora in loras]
@@ -255,8 +253,8 @@ def merge_loras(inputs: list, rank="no", same_to_strength: bool = False, dtype=t
         else:
             rank = "no"
     if rank == "no":
-        return merge_same_rank(weighted, family, same_to_strength, dtype, device, cancel, where)
-    return merge_redecompose(weighted, family, rank, same_to_strength, dtype, device, clamp, progress, cancel, where)
+        return merge_same_rank(weighted, family, same_to_strength, dtype, device, run, where)
+    return merge_redecompose(weighted, family, rank, same_to_strength, dtype, device, clamp, run, where)
 
 
 def default_name(list_text: str) -> str:
@@ -267,8 +265,8 @@ def default_name(list_text: str) -> str:
 
 def merge_to_file(inputs: list, out_path, rank="no", same_to_strength: bool = False,
                   metadata_mode: str = "create new", precision: str = "fp16", overwrite: bool = False,
-                  calc_dtype=torch.float32, device="cpu", clamp: Optional[float] = CLAMP_QUANTILE, progress=None,
-                  cancel=None, where: str = "loras"):
+                  calc_dtype=torch.float32, device="cpu", clamp: Optional[float] = CLAMP_QUANTILE,
+                  run: Optional[RunContext] = None, where: str = "loras"):
     """Merge `inputs` [(LoraFile, LoraEntry)] and write the LoRA with its metadata. Returns (path, Merged)."""
     from pathlib import Path
 
@@ -280,7 +278,7 @@ def merge_to_file(inputs: list, out_path, rank="no", same_to_strength: bool = Fa
     if metadata_mode not in meta.MODES:
         raise MergeError("metadata", f"'{metadata_mode}' is not one of: {', '.join(meta.MODES)}")
     refuse_existing(out_path, overwrite)  # checked again when writing; failing early saves the work
-    merged = merge_loras(inputs, rank, same_to_strength, calc_dtype, device, clamp, progress, cancel, where)
+    merged = merge_loras(inputs, rank, same_to_strength, calc_dtype, device, clamp, run, where)
     tensors = for_saving(merged.tensors, dtype)
     module = "networks.lora" if all(lora.kinds <= {"lora"} for lora, _ in inputs) else "lycoris.kohya"
     recorded = [meta.input_metadata(lora.metadata(), entry) for lora, entry in inputs]
