@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -137,6 +138,28 @@ class Threads:
         if self.owned and torch.get_num_threads() != self.intra:
             torch.set_num_threads(self.intra)
         return self
+
+
+@contextmanager
+def one_intra_thread():
+    """Run the enclosed torch operations on one intra-op thread, in this thread only. Some reductions (BLAS's
+    dot product) add in an order that depends on the thread count, so a result that feeds a comparison (the
+    cosine similarities) would differ between a command (one thread per worker) and a host (its own count),
+    and one merge would give two results. torch keeps the count per calling thread, so this leaves the host's
+    setting for every other thread as it is, and restores it here afterwards."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    try:
+        torch.set_num_threads(1)
+    except RuntimeError:  # a native thread pool takes no second setting: nothing can be scoped
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 _local = threading.local()

