@@ -152,7 +152,7 @@ def _images(images: list) -> list:
     """Each cell's images as HxWx3 uint8 arrays (a cell's batch becomes several images)."""
     out = []
     for batch in images:
-        arr = (batch.clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
+        arr = np.clip(batch.cpu().numpy() * 255.0, 0, 255).astype(np.uint8)  # as Save Image converts
         out.append([a[..., :3] for a in arr])
     return out
 

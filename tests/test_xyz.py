@@ -8,6 +8,7 @@ from hypothesis import given, strategies as st
 from merge_core import MergeError, Recipe
 from merge_core.families import FAMILIES
 from merge_core.plan import block_alphas
+from xyz_cases import BASE_FIELDS, SEMANTICS, check_cells
 from merge_core.xyz import (AXIS_TYPES, Base, axis_labels, grid_title, parse_values, plan_plot, split_parts,
                             wrap_label)
 
@@ -175,75 +176,17 @@ def test_pinpoint_cell_merges_exactly_the_named_blocks():
 # ----------------------------------------------------------------------- §9.3 semantics of every axis type
 
 
-SEMANTICS = {  # type: (values text, other axis, {recipe field / seed / prompt: expected in the first cell})
-    "alpha": ("0.3", None, {"alpha": 0.3, "mode": "weight_sum"}),
-    "beta": ("0.4", None, {"beta": 0.4, "mode": "sum_twice"}),
-    "alpha and beta": ("0.2 0.6", None, {"alpha": 0.2, "beta": 0.6, "mode": "sum_twice"}),
-    "seed": ("42", None, {"seed_gen": 42, "alpha": 0.5}),
-    "mbw alpha": ("FLAT_25", None, {"weights_alpha": "FLAT_25", "alpha": 0.0}),
-    "mbw beta": ("ALL_B", None, {"weights_beta": "ALL_B", "beta": 1.0, "mode": "sum_twice"}),
-    "mbw alpha and beta": ("FLAT_75\nALL_A", None, {"weights_alpha": "FLAT_75", "weights_beta": "ALL_A",
-                                                     "mode": "sum_twice"}),
-    "model_A": ("x.safetensors", None, {"model_a": "x.safetensors", "model_b": "b.safetensors"}),
-    "model_B": ("y.safetensors", None, {"model_b": "y.safetensors"}),
-    "model_C": ("z.safetensors", None, {"model_c": "z.safetensors"}),
-    "pinpoint blocks": ("IN02", ("alpha", "1"), {"alpha": 0.5, "weights_alpha": ",".join(
-        ["0.5"] * 3 + ["1.0"] + ["0.5"] * 22)}),
-    "include blocks": ("IN01 M00", None, {"include_exclude": {"mode": "include", "blocks": ["IN01", "M00"],
-                                                               "elements": ["attn2"]}}),
-    "exclude blocks": ("OUT03", None, {"include_exclude": {"mode": "exclude", "blocks": ["OUT03"],
-                                                            "elements": ["attn2"]}}),
-    "add include": ("IN01", None, {"include_exclude": {"mode": "include", "blocks": ["VAE", "IN01"],
-                                                        "elements": ["attn2"]}}),
-    "add exclude": ("IN01", None, {"include_exclude": {"mode": "exclude", "blocks": ["VAE", "IN01"],
-                                                        "elements": ["attn2"]}}),
-    "elemental": ("OUT03::0.9", None, {"elemental": "OUT03::0.9"}),
-    "add elemental": ("OUT03::0.9", None, {"elemental": "IN01::0.1,OUT03::0.9"}),
-    "pinpoint element": ("OUT03:attn2", ("alpha", "0.8"), {"elemental": "IN01::0.1,OUT03:attn2:0.8", "alpha": 0.5}),
-    "pinpoint element ext": ("OUT03:attn2", ("alpha", "0.8"), {"elemental": "IN01::0.1,OUT03:attn2:0.8",
-                                                               "elemental_extended": True}),
-    "effective elemental checker": ("IN04:", ("alpha", "1,0.2"), {"elemental": "IN01::0.1", "alpha": 0.5}),
-    "adjust": ("1,2,0,0,0,0,0,0", None, {"adjust": "1,2,0,0,0,0,0,0"}),
-    "pinpoint adjust": ("COL2", ("alpha", "3"), {"adjust": "0.0,0.0,0.0,0.0,0.0,0.0,3.0,0.0"}),
-    "calcmode": ("cosineA", None, {"calcmode": "cosineA"}),
-    "prompt": ("a dog\na fox", None, {"prompt": "a dog"}),
-    "prompt2": ("a dog,\nrunning\n\na fox", None, {"prompt": "a dog,\nrunning"}),
-    "prompt3": ("a dog\n\na fox", None, {"prompt": "a dog\n\na fox"}),
-    "random": ("2", None, {"dice": {"mode": "R"}}),
-    "merge ID": ("3", None, {"model_a": "hist_a", "alpha": 0.9, "calcmode": "cosineB"}),
-}
-
-
 def test_every_axis_type_has_a_semantics_case():
     assert set(SEMANTICS) == set(AXIS_TYPES) - {"none"}
 
 
 @pytest.mark.parametrize("axis_type", sorted(SEMANTICS))
 def test_axis_type_sets_what_spec_9_3_says(axis_type):
-    text, other, expected = SEMANTICS[axis_type]
-    fields = dict(include_exclude={"mode": "exclude", "blocks": ["VAE"], "elements": ["attn2"]},
-                  elemental="IN01::0.1")
-    if axis_type == "random":
-        fields["dice"] = {"mode": "R"}
-    history = {3: Recipe(model_a="hist_a", model_b="hist_b", alpha=0.9, calcmode="cosineB")}
-    got = cells((axis_type, text), other or ("none", ""), lookup=history.__getitem__, **fields)
-    first = got[0]
-    data = first.recipe.to_dict()
-    for name, value in expected.items():
-        if name == "seed_gen":
-            assert first.seed == value
-        elif name == "prompt":
-            assert first.prompt == value
-        elif name == "dice":
-            assert data["dice"]["mode"] == "R" and 0 <= data["seed"] < 4294967294
-        else:
-            assert data[name] == value, name
-    if axis_type not in ("seed", "prompt", "prompt2", "prompt3"):
-        assert first.seed == 7 and first.prompt == "a cat"  # the base generation settings
-    if axis_type == "random":
-        assert got[0].recipe.seed != got[1].recipe.seed
-    if axis_type == "effective elemental checker":  # baseline first: the base elemental, no element added
-        assert len(got) == 2 and got[1].recipe.elemental == "IN01::0.1,IN04::1.0"
+    text, other, _expected = SEMANTICS[axis_type]
+    history = {-1: Recipe(model_a="hist_a", model_b="hist_b", alpha=0.9, calcmode="cosineB")}
+    got = cells((axis_type, text), other or ("none", ""), lookup=history.__getitem__, **BASE_FIELDS,
+                **({"dice": {"mode": "R"}} if axis_type == "random" else {}))
+    check_cells(axis_type, [(c.recipe.to_dict(), c.seed, c.prompt) for c in got], base_seed=7, base_prompt="a cat")
 
 
 def test_beta_axis_keeps_triple_sum_and_tensor_modes():
