@@ -175,8 +175,7 @@ def grids_for(plot: XYZPlot, images: list, swap_xy: bool) -> tuple:
         nx, ny, nz = grid.shape()
         for z in range(nz):
             z_axis = grid.axes[2]
-            head = title + (f"\n{xyz.axis_labels(z_axis)[0].split(' = ')[0]} = {z_axis.texts[z]}" if z_axis.used
-                            else "")
+            head = title + (f"\n{z_axis.label_type} = {z_axis.texts[z]}" if z_axis.used else "")
             block = [cells[i] if i < len(cells) else None for i in range(start, start + nx * ny)]
             start += nx * ny
             for b in range(per_cell):

@@ -60,6 +60,7 @@ def build_plot(node: str, base_recipe, seed: int, prompt: str, axes: tuple, conn
     grids = xyz.plan_plot(xyz.Base(base_recipe, seed, prompt, family.blocks), axes,
                           lambda merge_id: history.get(merge_id).recipe)
     models = _Models(names, connected)
+    use_clips = any(clip is not None for _model, clip in connected.values())
     merges, jobs, entries = {}, [], {}
     out = {"model": [], "clip": [], "seed": [], "prompt": [], "recipe": []}
     earlier = history.entries() if record else []
@@ -74,7 +75,8 @@ def build_plot(node: str, base_recipe, seed: int, prompt: str, axes: tuple, conn
             ma, ca = models.get(r.model_a, "model_A")
             mb, cb = models.get(r.model_b, "model_B")
             mc, cc = models.get(r.model_c, "model_C") if r.model_c else (None, None)
-            clips = (ca, cb, cc) if ca is not None and cb is not None else (None, None, None)
+            # CLIPs take part when the node's own clip inputs do (a checkpoint an axis loads brings one anyway)
+            clips = (ca, cb, cc) if use_clips else (None, None, None)
             model, clip, merge_plan = patching.merge_models(node, r, ma, mb, mc, *clips)
             merges[key] = (model, clip, merge_plan)
             jobs.append(patching.merge_job(model))

@@ -139,7 +139,7 @@ def test_pinpoint_blocks_change_exactly_the_named_blocks(host):
             if len(parts) >= 2 and parts[0] in SD26:
                 scores[parts[0]] = float(parts[1])
         moved = sorted(b for b, s in scores.items() if s < 100.0)
-        assert moved == sorted(named), table
+        assert moved and moved == sorted(b for b in named if b in scores), table  # the mini model lacks OUT04
 
 
 @pytest.mark.parametrize("axis_type", sorted(SEMANTICS))
