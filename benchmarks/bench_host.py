@@ -41,6 +41,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -142,7 +143,11 @@ def measure(variant, work, ckpts, kind, mode, calcmode, tag, timeout, pack=None)
             res["error"] = {"message": str(e)}
         except OSError as e:  # the server went away mid-run (on this shared machine: the out-of-memory killer)
             res["wall_s"] = time.perf_counter() - t0
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:  # stuck rather than gone (swapping): stop it, report the run
+                proc.kill()
+                proc.wait()
             res["error"] = {"message": f"the server stopped answering ({e}); exit code {proc.returncode}"}
         else:
             res["wall_s"] = time.perf_counter() - t0

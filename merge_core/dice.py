@@ -17,7 +17,6 @@ from .errors import MergeError
 
 MODES = ("off", "R", "U", "X", "D", "ER", "EU", "EX", "custom")
 OFFSETS = {"alpha": 0, "beta": 50, "elemental": 100}  # SuperMerger's RANDMAP: where each list reads the table
-SD_BLOCKS = ("BASE",) + tuple(f"IN{i:02}" for i in range(12)) + ("M00",) + tuple(f"OUT{i:02}" for i in range(12))
 DEFAULT_CUSTOM = "U,0,0,0,0,0,0,0,0,0,0,0,0,R,R,R,R,R,R,R,R,R,R,R,R,R"
 FIELDS = {"mode", "alpha", "beta", "custom", "upper", "lower", "clamp_upper", "clamp_lower", "round", "extend_xl"}
 

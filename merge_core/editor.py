@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import MergeError
-from .families import FAMILIES, detect
-from .plan import ModelInfo, context_dim
+from .families import FAMILIES, context_width, detect
+from .plan import ModelInfo
 from .presets import load_presets
 from .sources import SafetensorsFile
-from .weights import RANDOM_TOKENS, xl_from_sd26
+from .weights import RANDOM_TOKENS
 
 @lru_cache(maxsize=1)
 def _xl_fine_coarse() -> dict:
@@ -41,7 +41,8 @@ def family_tables() -> dict:
         if fam.extended is not None:
             t["extended"] = list(fam.extended)
             t["fine_coarse"] = _xl_fine_coarse()
-            t["from_sd26"] = [0] + [i + 1 for i in xl_from_sd26(list(range(25)))]
+        if fam.sd_keep is not None:
+            t["from_sd26"] = list(fam.sd_keep)
         out[name] = t
     return out
 
@@ -72,4 +73,4 @@ def family_of_file(path) -> str:
                                               "header; choose the family on the panel")
     with SafetensorsFile(path) as src:
         info = ModelInfo.of(src)
-        return detect(info.keys, f"file {path.name}", context_dim(info)).name
+        return detect(info.keys, f"file {path.name}", context_width(info, info.shape)).name

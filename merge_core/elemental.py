@@ -63,14 +63,7 @@ def parse_elemental(text: str, family: Family, extended: bool, calcmode: str = "
         text = text.replace("\n", ",").replace(calcmode + ",", "")  # a legacy prefix SuperMerger strips
     ids = family.extended if extended else family.slots
     rules = []
-    for entry in text.replace("\n", ",").split(","):
-        if not entry.strip():
-            continue
-        where = f"elemental entry '{entry.strip()}'"
-        if entry.count(":") != 2:
-            raise MergeError(where, "is not BLOCKS:ELEMENTS:RATIO (e.g. OUT03-OUT05:attn2:0.8, or IN01::0.5 for a "
-                                    "whole block); entries are separated by commas or new lines")
-        blocks_text, elements_text, ratio = (p.strip() for p in entry.split(":"))
+    for entry, where, blocks_text, elements_text, ratio in _entries(text):
         words = expand_blocks(blocks_text, ids, where) if blocks_text else [""]
         blocks_not = words[0] == "NOT"
         blocks = [w for w in (words[1:] if blocks_not else words) if w]
@@ -82,13 +75,33 @@ def parse_elemental(text: str, family: Family, extended: bool, calcmode: str = "
         elements_not = elements[0] == "NOT"
         if elements_not:
             elements = elements[1:]
+        rules.append(Rule(entry, frozenset(blocks), blocks_not, tuple(elements), elements_not, ratio))
+    return rules
+
+
+def check_syntax(text: str) -> None:
+    """What can be checked before a model is known: every entry BLOCKS:ELEMENTS:RATIO with a ratio that is a
+    number or R/U/X (the Elemental node checks this as it runs, so a typo is reported by that node)."""
+    for _entry in _entries(text or ""):
+        pass
+
+
+def _entries(text: str):
+    """(entry, where, blocks, elements, ratio) of each entry, its shape and ratio checked."""
+    for entry in text.replace("\n", ",").split(","):
+        if not entry.strip():
+            continue
+        where = f"elemental entry '{entry.strip()}'"
+        if entry.count(":") != 2:
+            raise MergeError(where, "is not BLOCKS:ELEMENTS:RATIO (e.g. OUT03-OUT05:attn2:0.8, or IN01::0.5 for a "
+                                    "whole block); entries are separated by commas or new lines")
+        blocks_text, elements_text, ratio = (p.strip() for p in entry.split(":"))
         if not is_random(ratio):
             try:
                 float(ratio)
             except ValueError:
                 raise MergeError(where, f"ratio '{ratio}' is not a number or R, U, X (a random ratio)") from None
-        rules.append(Rule(entry.strip(), frozenset(blocks), blocks_not, tuple(elements), elements_not, ratio))
-    return rules
+        yield entry.strip(), where, blocks_text, elements_text, ratio
 
 
 def unmatched(rules: list, seen: list) -> list:

@@ -12,10 +12,10 @@ from typing import Callable, Optional
 
 from . import calcmodes
 from .adjust import Adjustment, compile_adjust
-from .dice import OFFSETS, SD_BLOCKS, DiceSettings, dice_tokens, draw_seed, elemental_ratio, random_table, rewrite
+from .dice import OFFSETS, DiceSettings, dice_tokens, draw_seed, elemental_ratio, random_table, rewrite
 from .elemental import Elemental, has_random_ratio, parse_elemental, unmatched
 from .errors import MergeError
-from .families import Family, detect
+from .families import Family, context_width, detect
 from .inex import compile_inex
 from .modes import USES_BETA, USES_C
 from .recipe import Recipe
@@ -94,15 +94,9 @@ class ModelInfo:
         return cls(source.name, source.keys(), source.shape, source.dtype)
 
 
-def context_dim(info: ModelInfo) -> Optional[int]:
-    """The cross-attention width, which tells a U-Net-only SD2 model from SD1."""
-    key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
-    return info.shape(key)[-1] if key in info else None
-
-
 def detect_family(models: dict) -> Family:
     """One family for all inputs, or a clear error naming the odd one out."""
-    found = {role: detect(info._set, f"model_{role} ({info.name})", context_dim(info))
+    found = {role: detect(info._set, f"model_{role} ({info.name})", context_width(info, info.shape))
              for role, info in models.items() if info is not None}
     families = {f.name for f in found.values()}
     if len(families) > 1:
@@ -154,9 +148,8 @@ def _has_random(text: Optional[str]) -> bool:
 def _dice_block_names(family: Family, count: int) -> tuple:
     """Names of the positions of a dice list, for E-tokens. A 26-list on SDXL keeps only the blocks
     SDXL has (the others are dropped by the 26 → 20 conversion)."""
-    if count == 26:
-        names = SD_BLOCKS
-        return tuple(n if n in family.slots else "" for n in names)
+    if count == len(family.dice_blocks):
+        return tuple(n if n in family.slots else "" for n in family.dice_blocks)
     return family.extended if family.extended and count == len(family.extended) else family.blocks
 
 
@@ -166,8 +159,7 @@ def _weights(recipe: Recipe, family: Family, usebeta: bool, presets) -> tuple:
     texts = {"alpha": expand_preset(recipe.weights_alpha, "weights_alpha", presets),
              "beta": expand_preset(recipe.weights_beta, "weights_beta", presets) if usebeta else ""}
     if dice.mode != "off":
-        count = len(family.extended) if dice.extend_xl and family.extended else \
-            (26 if family.name != "flux" else len(family.blocks))
+        count = len(family.extended) if dice.extend_xl and family.extended else len(family.dice_blocks)
         for which in ("alpha", "beta"):
             if getattr(dice, which):
                 texts[which] = dice_tokens(dice, count)

@@ -9,10 +9,8 @@ import math
 from dataclasses import dataclass
 
 from .errors import MergeError
-from .families import FAMILIES
+from .families import FAMILIES, of_list_length
 from .plan import block_alphas
-
-FAMILY_OF_COUNT = {26: "sd1", 20: "sdxl", 110: "sdxl", 61: "flux"}
 
 
 def parse_ids(text: str) -> list:
@@ -43,7 +41,7 @@ def _family(entry):
         return FAMILIES[entry.family]
     text = entry.recipe.weights_alpha or ""
     count = len(text.split(",")) if "," in text else 26
-    return FAMILIES[FAMILY_OF_COUNT.get(count, "sd1")]
+    return of_list_length(count) or FAMILIES["sd1"]
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,11 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from .errors import MergeError
+from .errors import MergeError, suggest
 from .families import BlockRef, Family
 from .presets import load_presets
 
 RANDOM_TOKENS = ("R", "U", "X", "D", "ER", "EU", "EX")
-
-
-def xl_from_sd26(values: list) -> list:
-    """SuperMerger's `weighttoxl` on the list without BASE: keep IN00–IN08, M00, OUT00–OUT08."""
-    return values[0:9] + values[12:22]
 
 
 @dataclass(frozen=True)
@@ -51,8 +46,7 @@ def expand_preset(text: str, where: str, presets: Optional[dict] = None) -> str:
     try:
         float(text)
     except ValueError:
-        names = ", ".join(sorted(presets))
-        raise MergeError(where, f"unknown preset '{text}'; presets: {names}") from None
+        raise MergeError(where, f"unknown preset '{text}'{suggest(text, sorted(presets), 'Presets')}") from None
     raise MergeError(where, f"a single number '{text}' is not a block-weight list; give one value per "
                             "block separated by commas, or a preset name")
 
@@ -60,6 +54,23 @@ def expand_preset(text: str, where: str, presets: Optional[dict] = None) -> str:
 def parse_block_weights(text: Optional[str], family: Family, where: str,
                         presets: Optional[dict] = None) -> Optional[BlockWeights]:
     """Parse a weights text (or preset name) for `family`; None when the text is empty."""
+    numbers = parse_numbers(text, where, presets)
+    if numbers is None:
+        return None
+    n = len(numbers)
+    if n not in family.weight_counts:
+        raise MergeError(where, f"{family.label} takes {family.counts_text} block weights (BASE first); "
+                                f"got {n}")
+    if family.sd_list and n == len(family.sd_list):
+        numbers = family.from_sd_list(numbers)
+    base, rest = numbers[0], numbers[1:]
+    return BlockWeights(base, tuple(rest), extended=family.extended is not None and n == len(family.extended))
+
+
+def parse_numbers(text: Optional[str], where: str, presets: Optional[dict] = None) -> Optional[list]:
+    """The numbers of a weights text (or preset name), checked as far as no model is needed (how many a model
+    takes is checked when it is known); None when the text is empty. Parameter nodes call this as they run, so
+    a typo is reported by the node it was typed into."""
     text = expand_preset(text, where, presets)
     if not text:
         return None
@@ -76,19 +87,4 @@ def parse_block_weights(text: Optional[str], family: Family, where: str,
         if not math.isfinite(value):
             raise MergeError(where, f"value {pos + 1} is {token}; weights must be finite numbers")
         numbers.append(value)
-    n = len(numbers)
-    if n not in family.weight_counts:
-        raise MergeError(where, f"{family.label} takes {_counts_text(family)} block weights (BASE first); "
-                                f"got {n}")
-    base, rest = numbers[0], numbers[1:]
-    if family.name == "sdxl" and n == 26:
-        rest = xl_from_sd26(rest)
-    return BlockWeights(base, tuple(rest), extended=family.extended is not None and n == len(family.extended))
-
-
-def _counts_text(family: Family) -> str:
-    if family.name == "sdxl":
-        return "20 (BASE,IN00…IN08,M00,OUT00…OUT08), 26 (an SD list, converted) or 110 (extended XL)"
-    if family.name == "flux":
-        return "61 (CLIP,T5,IN,D00…D18,S00…S37,OUT)"
-    return "26 (BASE,IN00…IN11,M00,OUT00…OUT11)"
+    return numbers

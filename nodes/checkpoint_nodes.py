@@ -7,6 +7,7 @@ from comfy_api.v0_0_2 import io, ui
 
 from . import checkpoints, params, saving
 from .common import CATEGORY, TIPS, Params
+from .messages import DISPLAY, node_error
 
 NO_MODEL = "(none)"
 MODES = list(params.merge_core.MODES)
@@ -24,7 +25,7 @@ class SuperMergerCheckpointMerge(io.ComfyNode):
         names = _checkpoint_names()
         calcmodes = list(params.merge_core.calcmodes.CALCMODES)
         return io.Schema(
-            node_id="SuperMergerCheckpointMerge", display_name="Checkpoint Merge (SuperMerger)",
+            node_id="SuperMergerCheckpointMerge", display_name=DISPLAY["SuperMergerCheckpointMerge"],
             category=f"{CATEGORY}/checkpoint",
             description="SuperMerger's merge panel: checkpoints by name, merged tensor by tensor from their "
                         "files (only model A's size in memory), ready for the sampler; every merge gets an ID "
@@ -90,7 +91,7 @@ class SuperMergerCheckpointMerge(io.ComfyNode):
                                         (model_a, model_b, None if model_c == NO_MODEL else model_c), adjust)
             model, clip, vae, plan, entry = checkpoints.merge(node, r, merge_vae, cache_models)
         except params.MergeError as e:
-            raise params.node_error(node, e) from None
+            raise node_error(node, e) from None
         name = params.merge_core.merge.display_name(plan)
         notes = "".join(f"\n• {n}" for n in plan.notes)
         return io.NodeOutput(model, clip, vae, plan.recipe.to_json(), entry.id,
@@ -101,7 +102,7 @@ class SuperMergerSave(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SuperMergerSave", display_name="Save Checkpoint (SuperMerger)", category=f"{CATEGORY}/checkpoint",
+            node_id="SuperMergerSave", display_name=DISPLAY["SuperMergerSave"], category=f"{CATEGORY}/checkpoint",
             description="Save a model (and its CLIP and VAE) as .safetensors, in the precision asked for, with the "
                         "merge recipe and input hashes as metadata. Written atomically; never over an existing "
                         "file unless overwrite is on.",
@@ -138,7 +139,7 @@ class SuperMergerSave(io.ComfyNode):
         try:
             rel = saving.save(node, model, clip, vae, filename, destination, options, recipe)
         except params.MergeError as e:
-            raise params.node_error(node, e) from None
+            raise node_error(node, e) from None
         return io.NodeOutput(rel, ui=ui.PreviewText(f"saved {destination}/{rel}"))
 
 
@@ -146,7 +147,7 @@ class SuperMergerHistory(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SuperMergerHistory", display_name="Merge History (SuperMerger)", category=f"{CATEGORY}/checkpoint",
+            node_id="SuperMergerHistory", display_name=DISPLAY["SuperMergerHistory"], category=f"{CATEGORY}/checkpoint",
             description="Any earlier merge by its ID (−1 = the last listed, −2 = the one before), or found by "
                         "words; its recipe feeds Checkpoint Merge to run it again exactly.",
             inputs=[io.Int.Input("id", default=-1, min=-1000000, max=1000000,
@@ -188,7 +189,7 @@ class SuperMergerHistory(io.ComfyNode):
                 if entry is None:
                     raise params.MergeError("id", f"no merge with ID {id} among the {len(found)} listed")
         except params.MergeError as e:
-            raise params.node_error(node, e) from None
+            raise node_error(node, e) from None
         text = params.merge_core.history.table(found[:listing])
         return io.NodeOutput(entry.recipe.to_json(), entry.id, text,
                              ui=ui.PreviewText(f"merge ID {entry.id} ({entry.time}): {entry.name}\n\n{text}"))
@@ -218,7 +219,7 @@ class SuperMergerSaveImage(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SuperMergerSaveImage", display_name="Save Image with Merge ID (SuperMerger)",
+            node_id="SuperMergerSaveImage", display_name=DISPLAY["SuperMergerSaveImage"],
             category=f"{CATEGORY}/checkpoint", is_output_node=True,
             description="Saves images like Save Image and adds the merge ID and recipe to the PNG info "
                         "(supermerger_id, supermerger_recipe), so any picture leads back to its merge; optionally "

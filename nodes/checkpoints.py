@@ -126,7 +126,7 @@ def _load(node: str, a):
     for k in a.keys():
         a.release(k)  # the model holds its own copy now; A's file pages go back to the page cache
     if out is None or out[0] is None:
-        raise MergeError(f"{node}: model_a", "ComfyUI does not recognise this checkpoint")
+        raise MergeError("model_a", "ComfyUI does not recognise this checkpoint")
     return out[0], out[1], out[2]
 
 
@@ -170,10 +170,10 @@ class _Into:
 
 def merge(node: str, recipe, merge_vae: bool, cache_models: int):
     """Merge the checkpoints `recipe` names; returns (model, clip, vae, plan, history entry)."""
-    paths = {"a": checkpoint_path(recipe.model_a, f"{node}: model_a"),
-             "b": checkpoint_path(recipe.model_b, f"{node}: model_b")}
+    paths = {"a": checkpoint_path(recipe.model_a, "model_a"),
+             "b": checkpoint_path(recipe.model_b, "model_b")}
     if recipe.model_c and merge_core.plan.uses_model_c(recipe):
-        paths["c"] = checkpoint_path(recipe.model_c, f"{node}: model_c")
+        paths["c"] = checkpoint_path(recipe.model_c, "model_c")
     if cache_models <= 0:
         CACHE.trim(0)
     opened = {}
@@ -183,10 +183,7 @@ def merge(node: str, recipe, merge_vae: bool, cache_models: int):
                 opened[role] = CACHE.open(path, role, cache_models, interrupted)
                 logging.info("SuperMerger: model %s %s %s", role.upper(), path.name, opened[role][2])
             inputs = merge_core.Inputs(*(opened[r][0] if r in opened else None for r in ROLES))
-            try:
-                plan = merge_core.make_plan(recipe, inputs)
-            except MergeError as e:
-                raise e.at(f"{node}:") from None
+            plan = merge_core.make_plan(recipe, inputs)
             if not merge_vae:
                 plan = merge_core.merge.keep_vae(plan)
             model, clip, vae = _load(node, inputs.a)

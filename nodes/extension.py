@@ -6,12 +6,13 @@ from comfy_api.v0_0_2 import ComfyExtension, io, ui
 
 from . import checkpoint_nodes, checkpoints, inspect_nodes, lora, lora_extract, params, patching, xyz_nodes
 from .common import CATEGORY, TIPS, Params, show_notes
+from .messages import DISPLAY, node_error, validation
 
-MODE_NODES = {  # node id → (mode, display name, models, beta?, gamma?)
-    "SuperMergerWeightSum": ("weight_sum", "Weight Sum (SuperMerger)", "A·(1−α) + B·α"),
-    "SuperMergerAddDifference": ("add_difference", "Add Difference (SuperMerger)", "A + (B − C)·α"),
-    "SuperMergerTripleSum": ("triple_sum", "Triple Sum (SuperMerger)", "A·(1−α−β) + B·α + C·β"),
-    "SuperMergerSumTwice": ("sum_twice", "Sum Twice (SuperMerger)", "(A·(1−α) + B·α)·(1−β) + C·β"),
+MODE_NODES = {  # node id → (mode, formula)
+    "SuperMergerWeightSum": ("weight_sum", "A·(1−α) + B·α"),
+    "SuperMergerAddDifference": ("add_difference", "A + (B − C)·α"),
+    "SuperMergerTripleSum": ("triple_sum", "A·(1−α−β) + B·α + C·β"),
+    "SuperMergerSumTwice": ("sum_twice", "(A·(1−α) + B·α)·(1−β) + C·β"),
 }
 
 
@@ -20,10 +21,10 @@ def _params_output(node_id: str, build, *args) -> io.NodeOutput:
     try:
         return io.NodeOutput(build(*args))
     except params.MergeError as e:
-        raise params.node_error(node_id, e) from None
+        raise node_error(node_id, e) from None
 
 
-def _merge_node(node_id: str, mode: str, display: str, formula: str) -> type:
+def _merge_node(node_id: str, mode: str, formula: str) -> type:
     uses_c = mode != "weight_sum"
     uses_beta = mode in ("triple_sum", "sum_twice")
     choices = params.calcmodes_for(mode)
@@ -38,12 +39,13 @@ def _merge_node(node_id: str, mode: str, display: str, formula: str) -> type:
                                              tooltip="Model C (for add difference: what B is compared with; "
                                                      "empty = model A)."))
             inputs += [io.Float.Input("alpha", default=0.5, min=-2.0, max=3.0, step=0.001, tooltip=TIPS["alpha"])]
-            if uses_beta or mode == "weight_sum" or mode == "add_difference":
-                inputs.append(io.Float.Input("beta", default=0.25, min=-2.0, max=3.0, step=0.001,
-                                             tooltip=TIPS["beta"]))
-            if mode == "add_difference":
+            # β belongs to triple sum and sum twice; the other modes show it only where a calcmode reads it
+            if uses_beta or params.readers(mode, "beta"):
+                tip = TIPS["beta"] + ("" if uses_beta else params.only_read_by(mode, "beta"))
+                inputs.append(io.Float.Input("beta", default=0.25, min=-2.0, max=3.0, step=0.001, tooltip=tip))
+            if params.readers(mode, "gamma"):
                 inputs.append(io.Float.Input("gamma", default=0.3, min=-1.0, max=20.0, step=0.01,
-                                             tooltip=TIPS["gamma"]))
+                                             tooltip=TIPS["gamma"] + params.only_read_by(mode, "gamma")))
             inputs += [io.Combo.Input("calcmode", options=choices, default="normal", tooltip=TIPS["calcmode"]),
                        io.Boolean.Input("use_old_calc", default=False, tooltip=TIPS["use_old_calc"], optional=True),
                        io.Clip.Input("clip_a", optional=True, tooltip="CLIP of model A: merged with the same "
@@ -53,7 +55,7 @@ def _merge_node(node_id: str, mode: str, display: str, formula: str) -> type:
                 inputs.append(io.Clip.Input("clip_c", optional=True, tooltip="CLIP of model C."))
             inputs.append(Params.Input("weights", optional=True, tooltip=TIPS["weights"]))
             return io.Schema(
-                node_id=node_id, display_name=display, category=f"{CATEGORY}/merge",
+                node_id=node_id, display_name=DISPLAY[node_id], category=f"{CATEGORY}/merge",
                 description=f"{formula}, computed when the sampler loads the model (nothing is copied or saved).",
                 inputs=inputs,
                 outputs=[io.Model.Output(display_name="MODEL", tooltip="The merged model (lazy patches on A)."),
@@ -72,7 +74,7 @@ def _merge_node(node_id: str, mode: str, display: str, formula: str) -> type:
                 model, clip, plan = patching.merge_models(node_id, recipe, model_a, model_b, model_c,
                                                           clip_a, clip_b, clip_c)
             except params.MergeError as e:
-                raise params.node_error(node_id, e) from None
+                raise node_error(node_id, e) from None
             checkpoints.history().append(plan.recipe, params.merge_core.merge.display_name(plan), {}, "in-graph",
                                          plan.family.name)
             show_notes(cls.hidden.unique_id, plan.notes)
@@ -86,15 +88,19 @@ def _merge_node(node_id: str, mode: str, display: str, formula: str) -> type:
 MERGE_NODES = [_merge_node(nid, *spec) for nid, spec in MODE_NODES.items()]
 
 
+def _weight_counts() -> str:
+    return "; ".join(f"{f.label} {f.counts_text}" for f in params.merge_core.FAMILIES.values())
+
+
 class SuperMergerBlockWeights(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         presets = params.preset_choices()
         return io.Schema(
-            node_id="SuperMergerBlockWeights", display_name="Block Weights (SuperMerger)",
+            node_id="SuperMergerBlockWeights", display_name=DISPLAY["SuperMergerBlockWeights"],
             category=f"{CATEGORY}/parameters",
-            description="Per-block α/β (MBW): 26 values BASE,IN00…IN11,M00,OUT00…OUT11 for SD1/SD2; 20 or 110 for "
-                        "SDXL (26 are converted); 61 for Flux. The first value replaces the slider for BASE.",
+            description=f"Per-block α/β (MBW), values per family: {_weight_counts()}. The first value replaces "
+                        "the slider for BASE.",
             inputs=[io.String.Input("weights_alpha", multiline=True, default="",
                                     tooltip="Comma-separated block weights for α, or a preset name."),
                     io.Combo.Input("preset_alpha", options=presets, default=params.NO_PRESET,
@@ -107,6 +113,17 @@ class SuperMergerBlockWeights(io.ComfyNode):
             outputs=[Params.Output(display_name="weights")])
 
     @classmethod
+    def validate_inputs(cls, weights_alpha=None, preset_alpha=None, weights_beta=None, preset_beta=None):
+        """Typos and unknown presets are shown on this node before anything runs (ComfyUI leaves the preset
+        combos to this check). An input fed by a link is not known yet: it is checked when the node runs."""
+        for text, preset, which in ((weights_alpha, preset_alpha, "alpha"), (weights_beta, preset_beta, "beta")):
+            ok = validation("SuperMergerBlockWeights", params.check_weights, text or "", preset or params.NO_PRESET,
+                            which)
+            if ok is not True:
+                return ok
+        return True
+
+    @classmethod
     def execute(cls, weights_alpha, preset_alpha, weights_beta, preset_beta, weights=None) -> io.NodeOutput:
         return _params_output("SuperMergerBlockWeights", params.block_weights, weights, weights_alpha, weights_beta,
                               preset_alpha, preset_beta)
@@ -116,7 +133,7 @@ class SuperMergerElemental(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SuperMergerElemental", display_name="Elemental Merge (SuperMerger)",
+            node_id="SuperMergerElemental", display_name=DISPLAY["SuperMergerElemental"],
             category=f"{CATEGORY}/parameters",
             description="BLOCKS:ELEMENTS:RATIO entries (one per line) that set α for matching keys; later win.",
             inputs=[io.String.Input("elemental", multiline=True, default="",
@@ -128,6 +145,13 @@ class SuperMergerElemental(io.ComfyNode):
             outputs=[Params.Output(display_name="weights")])
 
     @classmethod
+    def validate_inputs(cls, elemental=None):
+        """Entries that are not BLOCKS:ELEMENTS:RATIO are shown on this node before anything runs."""
+        if elemental is None:  # fed by a link: checked when the node runs
+            return True
+        return validation("SuperMergerElemental", params.merge_core.elemental.check_syntax, elemental)
+
+    @classmethod
     def execute(cls, elemental, extended_xl, weights=None) -> io.NodeOutput:
         return _params_output("SuperMergerElemental", params.elemental, weights, elemental, extended_xl)
 
@@ -136,7 +160,7 @@ class SuperMergerIncludeExclude(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SuperMergerIncludeExclude", display_name="Include / Exclude (SuperMerger)",
+            node_id="SuperMergerIncludeExclude", display_name=DISPLAY["SuperMergerIncludeExclude"],
             category=f"{CATEGORY}/parameters",
             description="Merge only the matching keys (include) or keep them as model A (exclude).",
             inputs=[io.Combo.Input("mode", options=["exclude", "include", "off"], default="exclude",
@@ -157,7 +181,7 @@ class SuperMergerDiceRoll(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SuperMergerDiceRoll", display_name="Dice Roll (SuperMerger)",
+            node_id="SuperMergerDiceRoll", display_name=DISPLAY["SuperMergerDiceRoll"],
             category=f"{CATEGORY}/parameters",
             description="Random block weights, reproducible from the seed (the recipe output records it).",
             inputs=[io.Combo.Input("mode", options=["R", "U", "X", "D", "ER", "EU", "EX", "custom"], default="R",
@@ -195,7 +219,7 @@ class SuperMergerAdjust(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SuperMergerAdjust", display_name="Adjust (SuperMerger)", category=f"{CATEGORY}/model",
+            node_id="SuperMergerAdjust", display_name=DISPLAY["SuperMergerAdjust"], category=f"{CATEGORY}/model",
             description="Detail, contrast, brightness and colour, by scaling the U-Net's first and last layers: of "
                         "a model (MODEL in, MODEL out), or as part of a merge (weights chain in, weights out to the "
                         "merge node), where, as in SuperMerger, keys Include/Exclude keeps as A are not adjusted.",
@@ -219,14 +243,14 @@ class SuperMergerAdjust(io.ComfyNode):
             text = ",".join(str(v) for v in numbers)
             return io.NodeOutput(patching.adjust_model(node, model, text), chain)
         except params.MergeError as e:
-            raise params.node_error(node, e) from None
+            raise node_error(node, e) from None
 
 
 class SuperMergerAnalysis(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SuperMergerAnalysis", display_name="Model Similarity (SuperMerger)",
+            node_id="SuperMergerAnalysis", display_name=DISPLAY["SuperMergerAnalysis"],
             category=f"{CATEGORY}/analysis",
             description="How alike two models are, per block (a bar per block) or per key (SPEC §14).",
             inputs=[io.Model.Input("model_a", tooltip="The first model."),
@@ -255,7 +279,7 @@ class SuperMergerAnalysis(io.ComfyNode):
         try:
             result, family = patching.analyze(node, model_a, model_b, mode, block_method, clip_a, clip_b)
         except params.MergeError as e:
-            raise params.node_error(node, e) from None
+            raise node_error(node, e) from None
         analysis = params.merge_core.analysis
         rows = result.blocks or [(b, s) for b, _k, s in result.elements]
         title = ("ASimilarity per attention block" if mode == "asimilarity"
@@ -273,7 +297,7 @@ class SuperMergerElements(io.ComfyNode):
         import folder_paths
 
         return io.Schema(
-            node_id="SuperMergerElements", display_name="Model Elements (SuperMerger)",
+            node_id="SuperMergerElements", display_name=DISPLAY["SuperMergerElements"],
             category=f"{CATEGORY}/analysis",
             description="Every key of a model with its block, SDXL fine block and shape: the names elemental "
                         "merge and Include/Exclude use (SPEC §15).",
@@ -292,7 +316,7 @@ class SuperMergerElements(io.ComfyNode):
             rows = patching.elements(node, ckpt_name if ckpt_name != "(connected model)" else None, model, clip,
                                      filter)
         except params.MergeError as e:
-            raise params.node_error(node, e) from None
+            raise node_error(node, e) from None
         text = "\n".join("\t".join([k, b, f, str(s), d]) for k, b, f, s, d in rows)
         return io.NodeOutput(text, ui=ui.PreviewText(f"{len(rows)} keys\n" + text[:20000]))
 

@@ -9,6 +9,7 @@ from comfy_api.v0_0_2 import io, ui
 from . import checkpoints, params
 from .chart import weight_chart
 from .common import CATEGORY
+from .messages import DISPLAY, node_error
 
 NONE = "(none)"
 
@@ -31,7 +32,7 @@ def write_table(node: str, filename: str, rows) -> str:
         params.merge_core.csvfile.write_csv(path, rows)
     except params.MergeError as e:
         where = "csv_filename" if e.where == "filename" else e.where
-        raise params.node_error(node, params.MergeError(where, e.reason)) from None
+        raise node_error(node, params.MergeError(where, e.reason)) from None
     return path.relative_to(base.resolve()).as_posix()
 
 
@@ -41,7 +42,7 @@ class SuperMergerMetadata(io.ComfyNode):
         import folder_paths
 
         return io.Schema(
-            node_id="SuperMergerMetadata", display_name="Model Metadata (SuperMerger)", category=f"{CATEGORY}/analysis",
+            node_id="SuperMergerMetadata", display_name=DISPLAY["SuperMergerMetadata"], category=f"{CATEGORY}/analysis",
             description="The metadata in a checkpoint's or LoRA's safetensors header (a merge's recipe, training "
                         "tags, …) as indented JSON. Reads only the header.",
             inputs=[io.Combo.Input("ckpt_name", options=[NONE] + folder_paths.get_filename_list("checkpoints"),
@@ -58,11 +59,11 @@ class SuperMergerMetadata(io.ComfyNode):
         folder, name = ("checkpoints", ckpt_name) if ckpt_name != NONE else ("loras", lora_name)
         path = folder_paths.get_full_path(folder, name) if name != NONE else None
         if path is None:
-            raise params.node_error(node, params.MergeError("ckpt_name", "choose a checkpoint or a LoRA"))
+            raise node_error(node, params.MergeError("ckpt_name", "choose a checkpoint or a LoRA"))
         try:
             text = params.merge_core.sources.metadata_json(path)
         except params.MergeError as e:
-            raise params.node_error(node, e) from None
+            raise node_error(node, e) from None
         return io.NodeOutput(text, ui=ui.PreviewText(f"{name}\n{text}"))
 
 
@@ -70,7 +71,7 @@ class SuperMergerHistoryWeights(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SuperMergerHistoryWeights", display_name="History Weight Analysis (SuperMerger)",
+            node_id="SuperMergerHistoryWeights", display_name=DISPLAY["SuperMergerHistoryWeights"],
             category=f"{CATEGORY}/analysis",
             description="For chosen merges from the history: the mean and spread (σ) of the α each block got, as a "
                         "table and a bar chart with ±σ whiskers — e.g. what the dice rolls you kept have in common.",
@@ -94,7 +95,7 @@ class SuperMergerHistoryWeights(io.ComfyNode):
             entries = [hist.get(i) for i in analysis.parse_ids(ids)]
             stats = analysis.weight_stats(entries)
         except params.MergeError as e:
-            raise params.node_error(node, e) from None
+            raise node_error(node, e) from None
         text = stats.table_text()
         if csv_filename.strip():
             rel = write_table(node, csv_filename, [("block", "mean", "sigma", "2sigma", "3sigma"), *stats.rows()])

@@ -18,6 +18,7 @@ from . import params
 from ._engine import merge_core
 from .common import interrupted, progress, stops_on_interrupt
 from .lora_extract import output_path
+from .messages import DISPLAY, node_error
 
 for _module in ("files", "merge", "metadata", "names", "syntax"):  # merge_core.lora.<module> as attributes
     import_module(f"{merge_core.__name__}.lora.{_module}")
@@ -33,11 +34,11 @@ def _lora_files(node: str, where: str, text: str):
     """[(path, LoraEntry)] of a LoRA list, names looked up in ComfyUI's loras folders."""
     import folder_paths
 
-    entries = merge_core.lora.syntax.parse_list(text, where=f"{node}: {where}")
+    entries = merge_core.lora.syntax.parse_list(text, where=where)
     available = folder_paths.get_filename_list("loras")
     out = []
     for entry in entries:
-        rel = merge_core.lora.files.find_lora(entry.name, available, f"{node}: {where}")
+        rel = merge_core.lora.files.find_lora(entry.name, available, where)
         out.append((folder_paths.get_full_path_or_raise("loras", rel), entry))
     return out
 
@@ -66,7 +67,7 @@ LOADED = _LoadedLoras()
 
 def _family(model) -> str:
     """Only Flux has its own LoRA block ids; SD1/SD2/SDXL share the 26 (names.key_block_index)."""
-    return "flux" if any("double_blocks." in k for k in model.get_key_patches("diffusion_model.")) else "sd1"
+    return merge_core.families.lora_family_of_model(model.get_key_patches("diffusion_model.")).name
 
 
 def apply_loras(node: str, model, clip, text: str):
@@ -87,10 +88,10 @@ def apply_loras(node: str, model, clip, text: str):
     bar = comfy.utils.ProgressBar(len(files))
     for i, (path, entry) in enumerate(files):
         mm.throw_exception_if_processing_interrupted()
-        weights = entry.weights_for(family, f"{node}: loras")
+        weights = entry.weights_for(family, "loras")
         loaded = comfy.lora.load_lora(comfy.lora_convert.convert_lora(LOADED.get(path)), key_map)
         if not loaded:
-            raise MergeError(f"{node}: loras", f"none of the modules of {entry.name} fits this model (a LoRA for "
+            raise MergeError("loras", f"none of the modules of {entry.name} fits this model (a LoRA for "
                                                "another model type?)")
         by_ratio = {}
         for key, patch in loaded.items():
@@ -110,7 +111,7 @@ class SuperMergerLoraToModel(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SuperMergerLoraToModel", display_name="LoRA to Model (SuperMerger)", category=CATEGORY,
+            node_id="SuperMergerLoraToModel", display_name=DISPLAY["SuperMergerLoraToModel"], category=CATEGORY,
             description="Apply one or more LoRAs with a ratio per block (SuperMerger's 'Merge to Checkpoint' and "
                         "LoRA Block Weight), lazily through ComfyUI's own LoRA patches; the inputs are untouched.",
             inputs=[io.Model.Input("model", tooltip="The model the LoRAs are applied to (it is not modified; a "
@@ -128,7 +129,7 @@ class SuperMergerLoraToModel(io.ComfyNode):
         try:
             return io.NodeOutput(*apply_loras(node, model, clip, loras))
         except MergeError as e:
-            raise params.node_error(node, e) from None
+            raise node_error(node, e) from None
 
 
 RANKS = ["no", "auto", "4", "8", "16", "32", "64", "128", "256", "512", "768", "1024"]
@@ -147,7 +148,7 @@ def merge_to_loras_folder(node: str, text: str, rank: str, same_to_strength: boo
         with stops_on_interrupt():
             lora.merge.merge_to_file(opened, out, rank, same_to_strength, metadata, precision, overwrite,
                                      progress=progress(),
-                                     cancel=interrupted, where=f"{node}: loras")
+                                     cancel=interrupted, where="loras")
     finally:
         for f, _ in opened:
             f.close()
@@ -158,7 +159,7 @@ class SuperMergerLoraMerge(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SuperMergerLoraMerge", display_name="Merge LoRAs (SuperMerger)", category=CATEGORY,
+            node_id="SuperMergerLoraMerge", display_name=DISPLAY["SuperMergerLoraMerge"], category=CATEGORY,
             description="Merge LoRAs into one LoRA file in the loras folder (SuperMerger's 'Merge LoRAs'): equal "
                         "ranks are summed factor by factor, or the weighted sum is decomposed again to a rank.",
             inputs=[io.String.Input("loras", multiline=True, default="", tooltip=LIST_TIP),
@@ -189,7 +190,7 @@ class SuperMergerLoraMerge(io.ComfyNode):
             name = merge_to_loras_folder(node, loras, rank, same_to_strength, metadata, save_precision, filename,
                                          overwrite)
         except MergeError as e:
-            raise params.node_error(node, e) from None
+            raise node_error(node, e) from None
         stem = name[: -len(".safetensors")]
         return io.NodeOutput(name, f"{stem}:1")
 

@@ -15,6 +15,7 @@ from comfy_api.v0_0_2 import io
 from . import params, patching
 from ._engine import merge_core
 from .common import interrupted, progress, stops_on_interrupt
+from .messages import DISPLAY, node_error
 
 for _module in ("extract", "extract_two", "files", "merge", "metadata", "syntax"):
     import_module(f"{merge_core.__name__}.lora.{_module}")
@@ -33,7 +34,7 @@ def output_path(node: str, filename: str, default: str) -> tuple:
     try:
         out = merge_core.naming.inside(folder, (filename or "").strip() or default)
     except MergeError as e:
-        raise MergeError(f"{node}: filename", f"{e.reason} (the loras folder)") from None
+        raise MergeError("filename", f"{e.reason} (the loras folder)") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     return folder, out
 
@@ -44,14 +45,11 @@ def extract_from_models(node: str, model_a, model_b, clip_a, clip_b, options, fi
     import comfy.model_base
 
     if (clip_a is None) != (clip_b is None):
-        raise MergeError(f"{node}: clip inputs", "connect clip_a and clip_b together (the text encoder is "
+        raise MergeError("clip inputs", "connect clip_a and clip_b together (the text encoder is "
                                                  "extracted from both), or neither")
-    try:
-        a = patching.ModelView("model A", model_a, clip_a)
-        b = patching.ModelView("model B", model_b, clip_b)
-        patching.same_family({"a": a, "b": b})
-    except MergeError as e:
-        raise e.at(f"{node}:") from None
+    a = patching.ModelView("model A", model_a, clip_a)
+    b = patching.ModelView("model B", model_b, clip_b)
+    patching.same_family({"a": a, "b": b})
     v_prediction = model_a.model.model_type == comfy.model_base.ModelType.V_PREDICTION
     options = merge_core.lora.extract.ExtractOptions(**{**options, "v_prediction": v_prediction})
     folder, out = output_path(node, filename, "lora_extract")
@@ -72,7 +70,7 @@ def extract_from_loras(node: str, entries: list, alpha: float, beta: float, gamm
     for i, text in enumerate(entries, 1):
         found = _lora_files(node, f"lora_{i}", text)
         if len(found) != 1:
-            raise MergeError(f"{node}: lora_{i}", f"one name:ratio[:blocks] entry, not {len(found)}")
+            raise MergeError(f"lora_{i}", f"one name:ratio[:blocks] entry, not {len(found)}")
         files += found
     inputs = []
     try:
@@ -82,7 +80,7 @@ def extract_from_loras(node: str, entries: list, alpha: float, beta: float, gamm
         folder, out = output_path(node, filename, lora.merge.default_name(stems))
         with stops_on_interrupt():
             lora.extract_two.extract_two_to_file(inputs, out, alpha, beta, gamma, same_to_strength, "create new",
-                                                 precision, overwrite, interrupted, f"{node}: loras")
+                                                 precision, overwrite, interrupted, "loras")
     finally:
         for f, _ in inputs:
             f.close()
@@ -105,7 +103,7 @@ class SuperMergerLoraExtract(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SuperMergerLoraExtract", display_name="Extract LoRA from Models (SuperMerger)",
+            node_id="SuperMergerLoraExtract", display_name=DISPLAY["SuperMergerLoraExtract"],
             category=CATEGORY,
             description="Make a LoRA of α·A − β·B (SuperMerger's 'Make LoRA'): every transformer linear and 1×1 "
                         "conv (optionally the 3×3 convs) of the difference is reduced to a rank by a fast "
@@ -146,49 +144,61 @@ class SuperMergerLoraExtract(io.ComfyNode):
                        "save_dtype": merge_core.lora.files.precision_dtype(save_precision, "save_precision")}
             name = extract_from_models(node, model_a, model_b, clip_a, clip_b, options, filename, overwrite)
         except MergeError as e:
-            raise params.node_error(node, e) from None
+            raise node_error(node, e) from None
         return _outputs(name)
 
 
 class SuperMergerLoraExtractTwo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        entry_tip = ("name:ratio[:blocks] — a LoRA of the loras folder (suffix optional), its ratio (acts as r², or r "
-                     "with same_to_strength) and optional block weights: a LoRA block preset (scaled by the "
-                     "ratio) or 12/17/20/26 numbers. Can be linked from another LoRA node's lora_list.")
+        import folder_paths
+
+        loras = [params.NO_LORA] + folder_paths.get_filename_list("loras")
+        blocks_tip = ("Optional block weights: a LoRA block preset (ALL, INS, IND, …; scaled by the ratio) or "
+                      "12/17/20/26 numbers used as written; empty = the ratio for every block.")
+        ratio_tip = "Its ratio (acts as r², or as r with same_to_strength)."
+        entry_tip = ("name:ratio[:blocks], linked from another LoRA node's lora_list; when linked it replaces the "
+                     "LoRA, ratio and blocks chosen above.")
+        inputs = []
+        for i, role in ((1, "The first LoRA (a); the result keeps its alphas."), (2, "The second LoRA (b).")):
+            inputs += [io.Combo.Input(f"lora_{i}", options=loras, default=params.NO_LORA,
+                                      tooltip=f"{role} A file of the loras folder."),
+                       io.Float.Input(f"ratio_{i}", default=1.0, min=-10.0, max=10.0, step=0.01, tooltip=ratio_tip),
+                       io.String.Input(f"blocks_{i}", default="", tooltip=blocks_tip)]
         return io.Schema(
-            node_id="SuperMergerLoraExtractTwo", display_name="Extract LoRA from two LoRAs (SuperMerger)",
+            node_id="SuperMergerLoraExtractTwo", display_name=DISPLAY["SuperMergerLoraExtractTwo"],
             category=CATEGORY,
             description="SuperMerger's 'Extract from two LoRAs': each LoRA is merged alone (its ratio acts "
                         "squared), then every factor becomes lerp(a, b, α)·lerp(d, 1−d, β) with "
                         "d = ((cos(a, b) + 1)/2)^γ. The LoRAs must have the same modules and ranks.",
-            inputs=[io.String.Input("lora_1", default="", tooltip="The first LoRA (a); the result keeps its alphas. "
-                                                                  + entry_tip),
-                    io.String.Input("lora_2", default="", tooltip="The second LoRA (b). " + entry_tip),
-                    io.Float.Input("alpha", default=1.0, min=0.0, max=1.0, step=0.01,
-                                   tooltip="0: the first LoRA's factors … 1: the second's."),
-                    io.Float.Input("beta", default=1.0, min=0.0, max=1.0, step=0.01,
-                                   tooltip="0: keep what the two LoRAs share … 1: keep what they do not."),
-                    io.Float.Input("gamma", default=1.0, min=0.0, max=20.0, step=0.01,
-                                   tooltip="Smoothness: higher values make the shared/different choice sharper."),
-                    io.Boolean.Input("same_to_strength", default=False,
-                                     tooltip="A ratio acts like the LoRA strength (r, sign kept) instead of r²."),
-                    io.Combo.Input("save_precision", options=PRECISIONS, default="fp16",
-                                   tooltip=SAVE_TIPS["save_precision"]),
-                    io.String.Input("filename", default="", tooltip="File name in the loras folder (empty: "
-                                                                    "<lora_1>_<ratio>+<lora_2>_<ratio>)."),
-                    io.Boolean.Input("overwrite", default=False, tooltip=SAVE_TIPS["overwrite"])],
+            inputs=inputs + [
+                io.Float.Input("alpha", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="0: the first LoRA's factors … 1: the second's."),
+                io.Float.Input("beta", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="0: keep what the two LoRAs share … 1: keep what they do not."),
+                io.Float.Input("gamma", default=1.0, min=0.0, max=20.0, step=0.01,
+                               tooltip="Smoothness: higher values make the shared/different choice sharper."),
+                io.Boolean.Input("same_to_strength", default=False,
+                                 tooltip="A ratio acts like the LoRA strength (r, sign kept) instead of r²."),
+                io.Combo.Input("save_precision", options=PRECISIONS, default="fp16",
+                               tooltip=SAVE_TIPS["save_precision"]),
+                io.String.Input("filename", default="", tooltip="File name in the loras folder (empty: "
+                                                                "<lora_1>_<ratio>+<lora_2>_<ratio>)."),
+                io.Boolean.Input("overwrite", default=False, tooltip=SAVE_TIPS["overwrite"]),
+                io.String.Input("entry_1", optional=True, force_input=True, tooltip=entry_tip),
+                io.String.Input("entry_2", optional=True, force_input=True, tooltip=entry_tip)],
             outputs=OUTPUTS, is_output_node=True)
 
     @classmethod
-    def execute(cls, lora_1, lora_2, alpha, beta, gamma, same_to_strength, save_precision, filename,
-                overwrite) -> io.NodeOutput:
+    def execute(cls, lora_1, ratio_1, blocks_1, lora_2, ratio_2, blocks_2, alpha, beta, gamma, same_to_strength,
+                save_precision, filename, overwrite, entry_1=None, entry_2=None) -> io.NodeOutput:
         node = "SuperMergerLoraExtractTwo"
         try:
-            name = extract_from_loras(node, [lora_1, lora_2], alpha, beta, gamma, same_to_strength, save_precision,
+            entries = params.two_entries(lora_1, ratio_1, blocks_1, lora_2, ratio_2, blocks_2, entry_1, entry_2)
+            name = extract_from_loras(node, entries, alpha, beta, gamma, same_to_strength, save_precision,
                                       filename, overwrite)
         except MergeError as e:
-            raise params.node_error(node, e) from None
+            raise node_error(node, e) from None
         return _outputs(name)
 
 

@@ -13,9 +13,21 @@ MergeError = merge_core.MergeError
 PARAM_FIELDS = ("weights_alpha", "weights_beta", "elemental", "elemental_extended", "include_exclude", "seed",
                 "dice", "adjust")
 NO_PRESET = "(none)"
+NO_LORA = "(none)"
 
 
 calcmodes_for = merge_core.calcmodes.for_mode
+
+
+def readers(mode: str, field: str) -> list:
+    """The calcmodes of `mode` that read β or γ (`field` "beta"/"gamma"), from their declarations."""
+    return [n for n in calcmodes_for(mode) if getattr(merge_core.calcmodes.CALCMODES[n], f"uses_{field}")]
+
+
+def only_read_by(mode: str, field: str) -> str:
+    """What a merge node's β/γ tooltip adds where the mode itself ignores the value: which calcmodes read it."""
+    names = readers(mode, field)
+    return f" Read only by calcmode {' and '.join(names)}; the others ignore it." if names else ""
 
 
 def preset_choices() -> list:
@@ -35,16 +47,36 @@ def block_weights(prev, weights_alpha: str, weights_beta: str, preset_alpha: str
     """A preset, when chosen, wins over the text box of the same list."""
     out = _chain(prev)
     for which, text, preset in (("alpha", weights_alpha, preset_alpha), ("beta", weights_beta, preset_beta)):
-        value = preset if preset and preset != NO_PRESET else (text or "").strip()
+        value = check_weights(text, preset, which)
         if value:
-            merge_core.weights.expand_preset(value, f"weights_{which}")  # unknown names fail here, early
             out[f"weights_{which}"] = value
     return out
+
+
+def check_weights(text: str, preset: str, which: str) -> str:
+    """The weights one list of the Block Weights node sets (its preset or its text), checked as far as no model
+    is needed: a preset that exists, numbers, a count some family takes. Errors name the input at fault."""
+    if preset and preset != NO_PRESET:
+        choices = preset_choices()
+        if preset not in choices:
+            raise MergeError(f"preset_{which}",
+                             f"unknown preset '{preset}'{merge_core.errors.suggest(preset, choices[1:], 'Presets')}")
+        return preset
+    where = f"weights_{which}"
+    numbers = merge_core.weights.parse_numbers(text, where)
+    if numbers is None:
+        return ""
+    counts = sorted({n for f in merge_core.FAMILIES.values() for n in f.weight_counts})
+    if len(numbers) not in counts:
+        raise MergeError(where, f"{len(numbers)} values; a block-weight list has "
+                                f"{', '.join(map(str, counts[:-1]))} or {counts[-1]} (BASE first)")
+    return text.strip()
 
 
 def elemental(prev, text: str, extended: bool = False) -> dict:
     out = _chain(prev)
     text = (text or "").strip()
+    merge_core.elemental.check_syntax(text)
     if text:
         out["elemental"] = ",".join(t for t in (out.get("elemental", ""), text) if t)
     if extended:
@@ -125,8 +157,17 @@ def loader_names(prompt: Optional[dict], node_id, fields=("model_a", "model_b", 
     return out
 
 
-def node_error(node: str, err: Exception) -> Exception:
-    """One line naming the node, the input and the reason."""
-    if isinstance(err, MergeError):
-        return ValueError(f"{node}: {err}")
-    return err
+def two_entries(lora_1: str, ratio_1: float, blocks_1: str, lora_2: str, ratio_2: float, blocks_2: str,
+                entry_1=None, entry_2=None) -> list:
+    """The two `name:ratio[:blocks]` texts of Extract from two LoRAs: a linked entry (another LoRA node's
+    lora_list), else the LoRA chosen from the list with its ratio and blocks."""
+    out = []
+    for i, (entry, name, ratio, blocks) in enumerate(((entry_1, lora_1, ratio_1, blocks_1),
+                                                      (entry_2, lora_2, ratio_2, blocks_2)), 1):
+        if entry:
+            out.append(entry)
+        elif name and name != NO_LORA:
+            out.append(f"{name}:{ratio:g}" + (f":{blocks.strip()}" if blocks and blocks.strip() else ""))
+        else:
+            raise MergeError(f"lora_{i}", "choose a LoRA from the list, or link an entry")
+    return out

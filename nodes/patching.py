@@ -214,22 +214,19 @@ class LazyMerge:
 def merge_models(node: str, recipe, model_a, model_b, model_c=None, clip_a=None, clip_b=None, clip_c=None):
     """Clones of model A (and CLIP A) patched to become the merge. Returns (model, clip, plan)."""
     if (clip_a is None) != (clip_b is None) or (clip_c is not None and clip_a is None):
-        raise MergeError(f"{node}: clip inputs", "connect clip_a and clip_b together (and clip_c only with them), "
+        raise MergeError("clip inputs", "connect clip_a and clip_b together (and clip_c only with them), "
                                                  "or none of them")
     uses_c = merge_core.plan.uses_model_c(recipe)
     if clip_c is None and model_c is not None and uses_c and clip_a is not None:
-        raise MergeError(f"{node}: clip_c", "is needed with clip_a and clip_b when model C takes part")
-    try:
-        views = {"a": ModelView("model A", model_a, clip_a)}
-        views["b"] = ModelView("model B", model_b, clip_b)
-        if model_c is not None and uses_c:
-            views["c"] = ModelView("model C", model_c, clip_c)
-        same_family(views)
-        info = merge_core.ModelInfo.of
-        plan = merge_core.build_plan(recipe, info(views["a"]), info(views["b"]),
-                                     info(views["c"]) if "c" in views else None, family=views["a"].family)
-    except MergeError as e:
-        raise e.at(f"{node}:") from None
+        raise MergeError("clip_c", "is needed with clip_a and clip_b when model C takes part")
+    views = {"a": ModelView("model A", model_a, clip_a)}
+    views["b"] = ModelView("model B", model_b, clip_b)
+    if model_c is not None and uses_c:
+        views["c"] = ModelView("model C", model_c, clip_c)
+    same_family(views)
+    info = merge_core.ModelInfo.of
+    plan = merge_core.build_plan(recipe, info(views["a"]), info(views["b"]),
+                                 info(views["c"]) if "c" in views else None, family=views["a"].family)
     views.setdefault("c", views["a"])  # SuperMerger: an empty model C is model A
     job = LazyMerge(node, plan, views)
     with stops_on_interrupt():
@@ -327,12 +324,12 @@ def elements(node: str, ckpt_name, model=None, clip=None, contains: str = ""):
 
         path = folder_paths.get_full_path("checkpoints", ckpt_name)
         if path is None:
-            raise MergeError(f"{node}: ckpt_name", f"'{ckpt_name}' is not in the checkpoints folder")
+            raise MergeError("ckpt_name", f"'{ckpt_name}' is not in the checkpoints folder")
         with merge_core.open_model(path) as src:
             info = merge_core.ModelInfo.of(src)
             family = merge_core.plan.detect_family({"a": info})
             return merge_core.analysis.elements(src, family, contains or None)
     if model is None:
-        raise MergeError(f"{node}: model", "connect a model or choose a checkpoint")
+        raise MergeError("model", "connect a model or choose a checkpoint")
     view = ModelView("model", model, clip)
     return merge_core.analysis.elements(view, view.family, contains or None)

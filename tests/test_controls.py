@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from helpers import merge
 from merge_core import MergeError, Recipe, build_plan
 from merge_core.adjust import ADJUST_KEYS, fineman, parse_adjust
-from merge_core.dice import DiceSettings, random_table, rewrite, SD_BLOCKS
+from merge_core.dice import DiceSettings, random_table, rewrite
 from merge_core.elemental import parse_elemental
 from merge_core.families import FAMILIES
 from merge_core.inex import compile_inex
@@ -14,6 +14,7 @@ from merge_core.plan import MERGE, ModelInfo
 from merge_core.synthetic import sd1_layout, sdxl_layout
 
 SD1 = FAMILIES["sd1"]
+SD_BLOCKS = SD1.dice_blocks
 SDXL = FAMILIES["sdxl"]
 D = "model.diffusion_model."
 

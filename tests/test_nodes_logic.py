@@ -4,7 +4,7 @@ import pytest
 from merge_core import MergeError, Recipe
 from merge_core.families import FAMILIES
 from merge_core.synthetic import sd1_layout, sdxl_layout
-from nodes import params
+from nodes import messages, params
 
 
 def test_each_mode_offers_the_calcmodes_declared_for_it():
@@ -49,8 +49,8 @@ def test_bad_inputs_fail_at_the_parameter_node_with_the_input_named(call, field)
     with pytest.raises(MergeError) as e:
         call()
     assert e.value.where.startswith(field)
-    message = str(params.node_error("SuperMergerX", e.value))
-    assert message.startswith("SuperMergerX: ") and field in message
+    message = str(messages.node_error("SuperMergerBlockWeights", e.value))
+    assert message.startswith(f"Block Weights (SuperMerger) · {field}") and "SuperMergerBlockWeights" not in message
 
 
 def test_forced_calcmodes_are_accepted_where_supermerger_switches_the_mode():
@@ -98,3 +98,13 @@ def test_adjust_joins_the_chain_and_all_zeros_leaves_it_out():
     assert recipe.adjust == "1.0,0.0,0.0,0.0,2.0,0.0,0.0,0.0"
     assert params.build_recipe("weight_sum", "normal", 0.5, params=chain, adjust="0,1,0,0,0,0,0,0").adjust == \
         "0,1,0,0,0,0,0,0"  # Checkpoint Merge's own field wins
+
+
+def test_beta_and_gamma_are_offered_where_a_calcmode_reads_them_and_say_which():
+    # from the calcmodes' own declarations: SuperMerger's tensor modes slice at β, extract uses β and γ
+    assert params.readers("weight_sum", "beta") == ["tensor", "tensor2"]
+    assert params.readers("weight_sum", "gamma") == []
+    assert params.readers("add_difference", "beta") == ["extract"] == params.readers("add_difference", "gamma")
+    assert params.only_read_by("weight_sum", "beta") == (" Read only by calcmode tensor and tensor2; the others "
+                                                         "ignore it.")
+    assert params.only_read_by("weight_sum", "gamma") == ""

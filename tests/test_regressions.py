@@ -4,7 +4,8 @@ import torch
 from helpers import CONV_IN, merge
 from merge_core import DictSource, Inputs, Recipe, build_plan, make_plan
 from merge_core.adjust import Adjustment
-from merge_core.dice import DiceSettings, SD_BLOCKS, random_table, rewrite
+from merge_core.dice import DiceSettings, random_table, rewrite
+from merge_core.families import FAMILIES
 from merge_core.executor import run_prepass
 from merge_core import modes
 
@@ -30,8 +31,8 @@ def test_adjust_on_an_inpainting_a_covers_every_channel():
 def test_dice_d_keeps_its_centre_when_the_width_coin_fails():
     t = random_table(5)
     never = DiceSettings(upper="0.7", lower="0.5R0")  # probability 0: the width is always dropped
-    assert rewrite("D", t, 0, never, SD_BLOCKS, 5, "w").text == "0.7"
-    assert rewrite("X", t, 0, never, SD_BLOCKS, 5, "w").text == "0.0"
+    assert rewrite("D", t, 0, never, FAMILIES["sd1"].dice_blocks, 5, "w").text == "0.7"
+    assert rewrite("X", t, 0, never, FAMILIES["sd1"].dice_blocks, 5, "w").text == "0.0"
 
 
 def test_self_and_plus_random_at_alpha_zero_are_not_adjusted(sd1):

@@ -14,7 +14,7 @@ from merge_core.merge import SaveOptions, merge_to_file, open_inputs
 from merge_core.naming import file_name, merge_name
 from merge_core.presets import load_presets
 from merge_core.synthetic import tiny_sd1, tiny_sdxl, write_model
-from merge_core.weights import xl_from_sd26
+from merge_core.families import FAMILIES
 
 POSITION_IDS = "cond_stage_model.transformer.text_model.embeddings.position_ids"
 VAE_KEY = "first_stage_model.decoder.conv_out.weight"
@@ -319,7 +319,7 @@ def test_metadata_weights_on_sdxl_are_the_converted_list(tmp_path):
     values = [i / 100 for i in range(26)]
     run(tmp_path, ws(weights_alpha=",".join(map(str, values))))
     sm = json.loads(metadata(tmp_path / "out.safetensors")["sd_merge_recipe"])
-    assert sm["weights_alpha"] == xl_from_sd26(values[1:]) and len(sm["weights_alpha"]) == 19
+    assert sm["weights_alpha"] == FAMILIES["sdxl"].from_sd_list(values)[1:] and len(sm["weights_alpha"]) == 19
 
 
 def test_no_metadata_option_writes_only_the_format(tmp_path):

@@ -10,7 +10,7 @@ from helpers import merge
 from merge_core import FAMILIES, MergeError
 from merge_core.presets import load_presets
 from merge_core.synthetic import tiny_sd1
-from merge_core.weights import BlockWeights, expand_preset, parse_block_weights, xl_from_sd26
+from merge_core.weights import BlockWeights, expand_preset, parse_block_weights
 
 SD1, SD2, SDXL, FLUX = (FAMILIES[n] for n in ("sd1", "sd2", "sdxl", "flux"))
 
@@ -68,7 +68,7 @@ def test_flux_takes_61_values():
 # XL conversion (§4.3) -----------------------------------------------------------------------------
 
 def test_xl_conversion_oracle_without_the_trailing_vae_zero():
-    assert xl_from_sd26(list(range(1, 26))) == list(range(1, 10)) + list(range(13, 23))
+    assert SDXL.from_sd_list(list(range(26)))[1:] == list(range(1, 10)) + list(range(13, 23))
 
 
 def test_26_values_on_sdxl_are_converted():
@@ -127,7 +127,7 @@ def test_a_text_with_a_comma_is_returned_unchanged():
 def test_a_26_value_preset_on_sdxl_is_converted():
     values = [float(x) for x in GRAD_V.split(",")]
     w = parse_block_weights("GRAD_V", SDXL, "w")
-    assert w.base == values[0] and list(w.values) == xl_from_sd26(values[1:])
+    assert w.base == values[0] and list(w.values) == SDXL.from_sd_list(values)[1:]
 
 
 def test_unknown_preset_is_refused_naming_it_and_the_input():
@@ -274,7 +274,7 @@ def test_every_sdxl_key_takes_its_20_value_block_and_vae_follows_base(sdxl):
 def test_every_sdxl_key_takes_its_converted_26_value_block(sdxl):
     a, b = _zeros_and_ones(sdxl[0])
     values = _slot_values(26)
-    xl = [values[0]] + xl_from_sd26(values[1:])
+    xl = SDXL.from_sd_list(values)
     out = merge(a, b, weights_alpha=csv(values))
     _assert_every_key_used(out, a, lambda k: xl[SDXL.blocks.index(SDXL.block_of(k).coarse)]
                            if _xl_selected(k) else None)

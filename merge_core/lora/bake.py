@@ -20,7 +20,7 @@ import torch
 
 from ..atomic import refuse_existing
 from ..errors import MergeError, MergeInterrupted
-from ..families import detect
+from ..families import FAMILIES, detect
 from ..sources import open_model
 from ..writer import SafetensorsWriter, tensor_bytes
 from . import names
@@ -28,7 +28,6 @@ from .. import precision as precisions
 from .files import LoraFile, detect_family
 
 F32 = torch.float32
-_SD = {"sd1": "sd", "sd2": "sd"}
 
 
 def _get(lora: LoraFile, module: str, part: str, device):
@@ -135,7 +134,7 @@ def plan_patches(keys, inputs: list, family: str, where: str = "loras") -> tuple
     patches, notes = {}, []
     for lora, weights in inputs:
         lfam = detect_family(lora.require_modules(where))
-        if _SD.get(lfam, lfam) != _SD.get(family, family):
+        if FAMILIES[lfam].lora_kind != FAMILIES[family].lora_kind:
             raise MergeError(where, f"{lora.name} is a {lfam.upper()} LoRA; the model is {family.upper()}")
         missing = []
         for module, mod in lora.modules.items():

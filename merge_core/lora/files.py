@@ -13,7 +13,8 @@ from typing import Optional
 import torch
 
 from .. import precision
-from ..errors import MergeError
+from ..errors import MergeError, suggest
+from ..families import detect_lora
 from ..sources import DictSource, open_model
 
 # part suffix → (module kind, part name). Longest suffixes are tried first.
@@ -139,9 +140,6 @@ class LoraFile:
 
 # Detection (§13.11) -------------------------------------------------------------------------------
 
-_CONTEXT_FAMILY = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
-
-
 def _input_width(lora: LoraFile, module: str) -> Optional[int]:
     mod = lora.modules[module]
     part = {"lora": "down", "loha": "w1b"}.get(mod.kind)
@@ -151,23 +149,7 @@ def _input_width(lora: LoraFile, module: str) -> Optional[int]:
 
 def detect_family(lora: LoraFile) -> str:
     """The model family a LoRA is for, from its module names and the cross-attention context width."""
-    names = list(lora.modules)
-    if any("double_blocks" in n or "single_blocks" in n for n in names):
-        return "flux"
-    if any(n.startswith(("lora_te1_", "lora_te2_")) for n in names):
-        return "sdxl"
-    for n in names:
-        if n.endswith("attn2_to_k"):
-            family = _CONTEXT_FAMILY.get(_input_width(lora, n))
-            if family:
-                return family
-    for n in names:  # no cross-attention module: the text encoder's width tells SD1 from SD2
-        if n.startswith("lora_te_") and n.endswith("self_attn_q_proj"):
-            return "sd2" if _input_width(lora, n) == 1024 else "sd1"
-    # kohya names SDXL U-Net modules in the LDM layout and SD1/SD2 ones in the diffusers layout
-    if any(n.startswith("lora_unet_") and ("input_blocks_" in n or "output_blocks_" in n) for n in names):
-        return "sdxl"
-    return "sd1"
+    return detect_lora(list(lora.modules), lambda module: _input_width(lora, module)).name
 
 
 VERSION_LABELS = {"sd1": "1.X/2.X", "sd2": "1.X/2.X", "sdxl": "XL", "flux": "Flux"}
@@ -277,8 +259,5 @@ def find_lora(name: str, available: list, where: str = "loras") -> str:
         return found[0]
     if found:
         raise MergeError(where, f"'{name}' matches several LoRAs ({', '.join(found)}); write the folder too")
-    import difflib
-
-    close = difflib.get_close_matches(name, list(by_path) + list(by_name), n=3)
-    hint = f"; did you mean {' or '.join(dict.fromkeys(close))}?" if close else ""
-    raise MergeError(where, f"no LoRA named '{name}' in the loras folder{hint}")
+    listing = suggest(name, sorted(by_path), "LoRAs there")
+    raise MergeError(where, f"no LoRA named '{name}' in the loras folder{listing}")

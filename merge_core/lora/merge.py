@@ -20,6 +20,7 @@ import torch
 
 from ..atomic import refuse_existing
 from ..errors import MergeError, MergeInterrupted
+from ..families import FAMILIES
 from . import names
 from .decompose import CLAMP_QUANTILE, factored_svd_factors, svd_factors
 from .files import LoraFile, detect_family
@@ -205,10 +206,9 @@ def merge_lycoris(lora: LoraFile, weights, family: str, same_to_strength: bool =
 def family_of(loras: list, where: str = "loras") -> str:
     """The one model family of all LoRAs (SD1 and SD2 share their block layout)."""
     found = [(lora.name, detect_family(lora)) for lora in loras]
-    group = {"sd1": "sd", "sd2": "sd"}
     first = found[0]
     for name, fam in found[1:]:
-        if group.get(fam, fam) != group.get(first[1], first[1]):
+        if FAMILIES[fam].lora_kind != FAMILIES[first[1]].lora_kind:
             raise MergeError(where, f"{first[0]} is a {first[1].upper()} LoRA and {name} a {fam.upper()} LoRA; "
                                     "they cannot be merged")
     return first[1]

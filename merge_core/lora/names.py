@@ -12,8 +12,8 @@ API (`family` is a `merge_core.families.Family` or its name: "sd1", "sd2", "sdxl
   LoRA or LyCORIS file may patch (linears, convs and norms); text encoders: the six linears ComfyUI and
   the web-ui map (q/k/v/out projections, fc1, fc2).
 - `checkpoint_key(module, family) -> str | None` — the reverse: the checkpoint's `.weight` key.
-- `block_index(module, family) -> int` — the index into the 26 block ids (BASE, IN00–IN11, M00,
-  OUT00–OUT11) for SD1/SD2/SDXL, into the 61 Flux ids (CLIP, T5, IN, D00–D18, S00–S37, OUT) for Flux.
+- `block_index(module, family) -> int` — the index into the family's LoRA block ids (`Family.lora`: the
+  26 SD ids for SD1/SD2/SDXL, the 61 Flux ids for Flux; rules in data/blocks.json).
 - `key_block_index(ckpt_key, family) -> int` — the same from a checkpoint key (also ComfyUI's
   `diffusion_model.…` model keys), for callers that resolved names through another key map.
 - `is_target(ckpt_key, family, conv3x3=False) -> bool` — whether kohya's LoRA extraction makes a module
@@ -31,12 +31,11 @@ both styles for SD1/SD2/SDXL, and `lycoris_` in place of `lora_unet_`. The diffu
 assumes the released layouts (two ResBlocks per level); for other layouts use the LDM style, which
 needs no arithmetic (ComfyUI accepts it for every U-Net weight): `module_name(..., style="ldm")`.
 
-Text encoders. Kohya names every CLIP layer in Hugging Face CLIPTextModel layout. SD1 CLIP-L
-(`cond_stage_model.transformer.text_model.…`) → `lora_te_text_model_…`; SDXL CLIP-L
-(`conditioner.embedders.0.transformer.…`) → `lora_te1_…`; Flux CLIP-L (`text_encoders.clip_l.
-transformer.…`) → `lora_te1_…`, Flux T5 (`text_encoders.t5xxl.transformer.…`) → `lora_te2_…`
-(`lora_te3_…` accepted, as ComfyUI does). OpenCLIP (SD2 `cond_stage_model.model.…` → `lora_te_`, SDXL
-`conditioner.embedders.1.model.…` → `lora_te2_`) is renamed: `transformer.resblocks.N` →
+Text encoders. Kohya names every CLIP layer in Hugging Face CLIPTextModel layout. Each family's text
+encoders (checkpoint prefix, module prefixes, layout) are in data/blocks.json (`Family.text_encoders`):
+SD1 CLIP-L (`cond_stage_model.transformer.…`) → `lora_te_…`; SDXL CLIP-L → `lora_te1_…`, CLIP-G →
+`lora_te2_…`; Flux CLIP-L → `lora_te1_…`, T5 → `lora_te2_…` (`lora_te3_…` accepted, as ComfyUI does).
+OpenCLIP (SD2, SDXL CLIP-G) is renamed: `transformer.resblocks.N` →
 `text_model.encoder.layers.N`, `attn.out_proj` → `self_attn.out_proj`, `mlp.c_fc` → `mlp.fc1`,
 `mlp.c_proj` → `mlp.fc2`.
 
@@ -47,11 +46,11 @@ q, k, v order, `checkpoint_key(q/k/v module)` returns the `in_proj_weight` key, 
 says which third (rows `part·w : (part+1)·w`); it is None for every unfused module. `is_target` is true
 for an `in_proj_weight` key.
 
-Blocks (SPEC §13.5). A module's LDM path gives its block: `input_blocks.N` → IN N, `middle_block` →
-M00, `output_blocks.N` → OUT N; text encoders and every other U-Net layer (time/label embedding, the
-final `out` layers) → BASE, as SuperMerger's LoRA substring rule gives. SDXL LoRAs use the same 26 ids
-(SDXL has IN00–IN08 and OUT00–OUT08). Flux: CLIP-L → CLIP, T5 → T5, `double_blocks.N` → D N,
-`single_blocks.N` → S N, `img_in/txt_in/time_in/vector_in/guidance_in` → IN, `final_layer` → OUT.
+Blocks (SPEC §13.5). A module's text-encoder prefix, else its checkpoint key, gives its block by the
+family's LoRA rules (`families.LoraScheme`, described in data/blocks.json): `input_blocks.N` → IN N,
+`middle_block` → M00, `output_blocks.N` → OUT N, everything else BASE, as SuperMerger's LoRA substring rule
+gives; SDXL LoRAs use the same 26 ids. Flux: CLIP-L → CLIP, T5 → T5, double/single blocks → D N / S N,
+`final_layer` → OUT, the input embedders → IN.
 """
 from __future__ import annotations
 
@@ -73,17 +72,6 @@ _BASIC_RENAMES = (("time_embed.0", "time_embedding.linear_1"), ("time_embed.2", 
                   ("label_emb.0.0", "add_embedding.linear_1"), ("label_emb.0.2", "add_embedding.linear_2"),
                   ("input_blocks.0.0", "conv_in"), ("out.0", "conv_norm_out"), ("out.2", "conv_out"))
 
-# Text encoders per family: (checkpoint prefix, module prefix, layout). "clip" = Hugging Face CLIP,
-# "open_clip" = OpenCLIP resblocks, "t5" = T5 (names are the path itself).
-_TEXT_ENCODERS = {
-    "sd1": (("cond_stage_model.transformer.", "lora_te_", "clip"),),
-    "sd2": (("cond_stage_model.model.", "lora_te_", "open_clip"),),
-    "sdxl": (("conditioner.embedders.0.transformer.", "lora_te1_", "clip"),
-             ("conditioner.embedders.1.model.", "lora_te2_", "open_clip")),
-    "flux": (("text_encoders.clip_l.transformer.", "lora_te1_", "clip"),
-             ("text_encoders.t5xxl.transformer.", "lora_te2_", "t5")),
-}
-_EXTRA_TE_PREFIXES = {"flux": (("lora_te3_", "text_encoders.t5xxl.transformer.", "t5"),)}
 
 # Names whose parts are joined by "_" in the model's own paths; everything else in a module name's
 # underscores was a dot. Longest first, so "final_layer_norm" wins over "layer_norm".
@@ -177,7 +165,7 @@ def _diffusers_to_ldm(path: str, family: str) -> Optional[str]:
         i = int(m.group(1))
         # The upsampler follows the level's attention when it has one: SD1/SD2's deepest level
         # (up_blocks.0) has none; SDXL's two upsampling levels both have one.
-        slot = 1 if family in ("sd1", "sd2") and i == 0 else 2
+        slot = 1 if FAMILIES[family].lora_names == "diffusers" and i == 0 else 2
         return f"output_blocks.{3 * i + 2}.{slot}.conv"
     if m := re.fullmatch(r"(down_blocks|up_blocks)\.(\d+)\.(attentions|resnets)\.(\d+)\.(.+)", path):
         level, j = int(m.group(2)), int(m.group(4))
@@ -258,10 +246,10 @@ _FLUX_ROOTS = {"double_blocks", "single_blocks", "img_in", "txt_in", "time_in", 
 
 def _te_split(ckpt_key: str, family: str):
     """(module prefix, layout, module path) of a text-encoder key, or None."""
-    for prefix, module_prefix, layout in _TEXT_ENCODERS[family]:
-        if ckpt_key.startswith(prefix):
-            path = _weight_path(ckpt_key[len(prefix):])
-            return (module_prefix, layout, path) if path else None
+    for te in FAMILIES[family].text_encoders:
+        if ckpt_key.startswith(te.key_prefix):
+            path = _weight_path(ckpt_key[len(te.key_prefix):])
+            return (te.lora_prefixes[0], te.layout, path) if path else None
     return None
 
 
@@ -273,7 +261,7 @@ def module_name(ckpt_key: str, family, style: str = "kohya") -> Optional[str]:
     family = _family_name(family)
     path = _unet_path(ckpt_key, family)
     if path is not None:
-        if family in ("sd1", "sd2") and style != "ldm":
+        if FAMILIES[family].lora_names == "diffusers" and style != "ldm":
             path = _ldm_to_diffusers(path)
             if path is None:
                 return None
@@ -305,8 +293,8 @@ def _split_module(module: str, family: str):
     for prefix in ("lora_unet_", "lycoris_"):
         if module.startswith(prefix):
             return UNET, "unet", _dotted(module[len(prefix):])
-    extra = [(mp, p, lay) for p, mp, lay in _TEXT_ENCODERS[family]] + list(_EXTRA_TE_PREFIXES.get(family, ()))
-    for module_prefix, prefix, layout in sorted(extra, key=lambda e: -len(e[0])):
+    prefixes = [(mp, te.key_prefix, te.layout) for te in FAMILIES[family].text_encoders for mp in te.lora_prefixes]
+    for module_prefix, prefix, layout in sorted(prefixes, key=lambda e: -len(e[0])):
         if module.startswith(module_prefix):
             return prefix, layout, _dotted(module[len(module_prefix):])
     return None
@@ -347,48 +335,20 @@ def fused_part(module: str, family) -> Optional[int]:
 
 
 def key_block_index(ckpt_key: str, family) -> int:
-    """Block index (26 ids, Flux 61) of a checkpoint key or of a ComfyUI model key (`diffusion_model.…`)."""
+    """Block index of a checkpoint key or of a ComfyUI model key (`diffusion_model.…`) among the family's
+    LoRA block ids (families.LoraScheme)."""
     family = _family_name(family)
     if ckpt_key.startswith("diffusion_model."):
         ckpt_key = "model." + ckpt_key
-    if family == "flux":
-        return _flux_block(ckpt_key)
-    if not ckpt_key.startswith(UNET):
-        return 0
-    path = ckpt_key[len(UNET):]
-    if m := re.match(r"input_blocks\.(\d+)\.", path):
-        return 1 + int(m.group(1)) if int(m.group(1)) <= 11 else 0
-    if path.startswith("middle_block."):
-        return 13
-    if m := re.match(r"output_blocks\.(\d+)\.", path):
-        return 14 + int(m.group(1)) if int(m.group(1)) <= 11 else 0
-    return 0  # time/label embeddings, out.*: SuperMerger's LoRA block rule finds no block → BASE
-
-
-def _flux_block(key: str) -> int:
-    if "t5xxl" in key:
-        return 1
-    if "clip_l" in key:
-        return 0
-    if m := re.search(r"double_blocks\.(\d+)\.", key):
-        return 3 + int(m.group(1))
-    if m := re.search(r"single_blocks\.(\d+)\.", key):
-        return 22 + int(m.group(1))
-    if "final_layer" in key:
-        return 60
-    return 2  # img_in, txt_in, time_in, vector_in, guidance_in
+    return FAMILIES[family].lora.key_block(ckpt_key)
 
 
 def block_index(module: str, family) -> int:
-    """Block index of a LoRA module name (SPEC §13.5): 26 ids for SD1/SD2/SDXL, 61 for Flux."""
+    """Block index of a LoRA module name (SPEC §13.5) among the family's LoRA block ids."""
     family = _family_name(family)
-    if family == "flux":
-        if module.startswith("lora_te1_"):
-            return 0
-        if module.startswith(("lora_te2_", "lora_te3_")):
-            return 1
-    elif module.startswith("lora_te"):
-        return 0
+    index = FAMILIES[family].lora.module_block(module)
+    if index is not None:
+        return index
     key = checkpoint_key(module, family)
     return 0 if key is None else key_block_index(key, family)
 

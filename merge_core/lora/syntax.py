@@ -3,8 +3,8 @@
 Entries are separated by commas (or new lines); a comma-separated token without `:` continues the entry
 before it, so an explicit block list can be written inline: `style:1:1,0,0,0,1,1,1,0,0,0,0,0,0,0,0,0,0`.
 `blocks` is a LoRA block-weight preset name (block_presets/lora_presets.tsv, or a file of your own in the
-same format) or 12/17/20/26/61 numbers. Every entry resolves to one ratio per block of the 26 ids
-(BASE, IN00…IN11, M00, OUT00…OUT11); a 61-value Flux list is kept as it is.
+same format) or 12/17/20/26/61 numbers. Every entry resolves to one ratio per block of the 26 LoRA ids
+SD1, SD2 and SDXL share (families.LoraScheme); a 61-value Flux list is kept as it is.
 """
 from __future__ import annotations
 
@@ -14,30 +14,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..errors import MergeError
+from ..errors import MergeError, suggest
 from ..families import FAMILIES
 from ..presets import LORA_FILE, load_presets
 
-BLOCKID26 = FAMILIES["sd1"].blocks
-# The short lists name the blocks they set; to26 leaves every other block at 0.
-SHORT_LISTS = {
-    12: ("BASE", "IN04", "IN05", "IN07", "IN08", "M00", "OUT00", "OUT01", "OUT02", "OUT03", "OUT04", "OUT05"),
-    17: ("BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "M00", "OUT03", "OUT04", "OUT05", "OUT06",
-         "OUT07", "OUT08", "OUT09", "OUT10", "OUT11"),
-    20: ("BASE",) + tuple(f"IN{i:02}" for i in range(9)) + ("M00",) + tuple(f"OUT{i:02}" for i in range(9)),
-}
-LIST_LENGTHS = (12, 17, 20, 26, 61)
-FLUX_LENGTH = 61
+_SD, _FLUX = FAMILIES["sd1"].lora, FAMILIES["flux"].lora  # SD1, SD2 and SDXL share the 26 ids
+BLOCKID26 = _SD.blocks
+SHORT_LISTS = _SD.short_lists  # the blocks each short list names; to26 leaves every other block at 0
+FLUX_LENGTH = len(_FLUX.blocks)
+SD_LENGTHS = tuple(sorted(SHORT_LISTS)) + (len(BLOCKID26),)
+LIST_LENGTHS = SD_LENGTHS + (FLUX_LENGTH,)
+
+
+def _lengths_text(lengths: tuple) -> str:
+    return f"{', '.join(map(str, lengths[:-1]))} or {lengths[-1]}"
 
 
 def to26(values) -> list:
     """Place a 12/17/20-value list on the 26 block ids (missing blocks 0); 26 and 61 values unchanged."""
     values = list(values)
-    if len(values) == 26 or len(values) > 40:
+    if len(values) == len(BLOCKID26) or len(values) > 40:
         return values
     if len(values) not in SHORT_LISTS:
         raise ValueError(f"a LoRA block list has {', '.join(map(str, LIST_LENGTHS))} values, not {len(values)}")
-    out = [0.0] * 26
+    out = [0.0] * len(BLOCKID26)
     for name, value in zip(SHORT_LISTS[len(values)], values):
         out[BLOCKID26.index(name)] = value
     return out
@@ -60,8 +60,8 @@ class LoraEntry:
         if name == "flux":
             return self.weights + (self.weights[0],) * (FLUX_LENGTH - len(self.weights))
         if len(self.weights) == FLUX_LENGTH:
-            raise MergeError(where, f"{self.name}: 61 block values are a Flux list; this is a "
-                                    f"{FAMILIES[name].label} model (use 12, 17, 20 or 26 values)")
+            raise MergeError(where, f"{self.name}: {FLUX_LENGTH} block values are a Flux list; this is a "
+                                    f"{FAMILIES[name].label} model (use {_lengths_text(SD_LENGTHS)} values)")
         return self.weights
 
 
@@ -110,7 +110,7 @@ def parse_entry(fields: list, presets: dict, where: str = "loras") -> LoraEntry:
         raise MergeError(where, f"an entry has no LoRA name (':{ratio_text}')")
     ratio = _number(ratio_text, where, f"{name}: ratio")
     if not blocks:
-        return LoraEntry(name, ratio, ratio_text, None, (ratio,) * 26)
+        return LoraEntry(name, ratio, ratio_text, None, (ratio,) * len(BLOCKID26))
     if len(blocks) == 1 and blocks[0] in presets:
         values = [v * ratio for v in presets[blocks[0]]]
         return LoraEntry(name, ratio, ratio_text, blocks[0], tuple(to26(values)))
@@ -118,11 +118,11 @@ def parse_entry(fields: list, presets: dict, where: str = "loras") -> LoraEntry:
         try:
             float(blocks[0])
         except ValueError:
-            names = ", ".join(presets) or "none"
-            raise MergeError(where, f"{name}: unknown block-weight preset '{blocks[0]}'; presets: {names}") from None
+            raise MergeError(where, f"{name}: unknown block-weight preset '{blocks[0]}'"
+                                    f"{suggest(blocks[0], list(presets), 'Presets')}") from None
     if len(blocks) not in LIST_LENGTHS:
-        raise MergeError(where, f"{name}: {len(blocks)} block value(s); a block list has 12, 17, 20, 26 or 61 "
-                                "values (BASE first), or name a preset")
+        raise MergeError(where, f"{name}: {len(blocks)} block value(s); a block list has "
+                                f"{_lengths_text(LIST_LENGTHS)} values (BASE first), or name a preset")
     values = [_number(b, where, f"{name}: block value {i + 1}") for i, b in enumerate(blocks)]
     # An explicit list is used as written: the entry's ratio does not scale it (SPEC §13.2).
     return LoraEntry(name, ratio, ratio_text, ",".join(blocks), tuple(to26(values)))

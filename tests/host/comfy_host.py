@@ -111,6 +111,18 @@ class Host:
         stopped = time.time() - t_int
         return stopped, dict(self.status(pid).get("messages", []))
 
+    def refused(self, prompt: dict) -> dict:
+        """The node errors ComfyUI answers a prompt it refuses before running anything (its validation, our
+        nodes' validate_inputs): node id → [details of each error]."""
+        body = json.dumps({"prompt": prompt, "client_id": "supermerger-tests"}).encode()
+        req = urllib.request.Request(self.url + "/prompt", data=body, headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(req, timeout=60).close()
+        except urllib.error.HTTPError as e:
+            answer = json.loads(e.read())
+            return {nid: [err["details"] for err in info["errors"]] for nid, info in answer["node_errors"].items()}
+        raise AssertionError("the prompt was accepted")
+
     def run(self, prompt: dict, timeout: float = 900) -> dict:
         """Queue an API-format prompt and wait; returns its history entry (raises on a node error)."""
         body = json.dumps({"prompt": prompt, "client_id": "supermerger-tests"}).encode()
@@ -278,7 +290,7 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     links = {link[0]: link for link in workflow["links"]}
     prompt = {}
     for node in workflow["nodes"]:
-        if node.get("mode") == 2:  # muted: the editor leaves it out of the prompt
+        if node.get("mode") == 2 or node["type"] not in object_info:  # muted, or the editor's own (a Note)
             continue
         info = object_info[node["type"]]
         linked = {i["name"]: links[i["link"]] for i in node.get("inputs", []) if i.get("link") is not None}

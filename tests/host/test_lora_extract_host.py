@@ -23,6 +23,7 @@ from merge_core.writer import SafetensorsWriter  # noqa: E402
 
 TUNED = "sm_extract_tuned"
 NODE_IDS = ("SuperMergerLoraExtract", "SuperMergerLoraExtractTwo")
+CHOSEN_NONE = {"lora_1": "(none)", "ratio_1": 1.0, "blocks_1": "", "lora_2": "(none)", "ratio_2": 1.0, "blocks_2": ""}
 
 
 def _tuned_copy(src_path, out_path, rank: int = 4, scale: float = 0.5, seed: int = 11) -> int:
@@ -139,11 +140,11 @@ def test_refuses_to_overwrite_and_names_leaving_the_folder(host, tuned):
     assert "already exists" in str(e.value) and existing.read_bytes() == b"keep"
     with pytest.raises(ExecutionFailed) as e:
         host.run(_extract("../escaped", clip=False))
-    assert "SuperMergerLoraExtract: filename" in str(e.value)
+    assert "Extract LoRA from Models (SuperMerger) · filename" in str(e.value)
     assert not (host.work / "models" / "escaped.safetensors").exists()
     with pytest.raises(ExecutionFailed) as e:
         host.run(_extract("sm_extract_x", {"clip_b": None}))
-    assert "SuperMergerLoraExtract: clip inputs" in str(e.value)
+    assert "Extract LoRA from Models (SuperMerger) · clip inputs" in str(e.value)
 
 
 def test_interrupt_stops_extraction_and_leaves_no_file(host, tuned):
@@ -162,7 +163,7 @@ def test_extract_two_chained_from_two_extractions(host, tuned):
         g.update({k: v for k, v in part.items() if k.startswith("ck")})
         g[node] = part["ex"]
     g["two"] = {"class_type": "SuperMergerLoraExtractTwo",
-                "inputs": {"lora_1": ["ex1", 1], "lora_2": ["ex2", 1], "alpha": 0.0, "beta": 0.0, "gamma": 0.0,
+                "inputs": {**CHOSEN_NONE, "entry_1": ["ex1", 1], "entry_2": ["ex2", 1], "alpha": 0.0, "beta": 0.0, "gamma": 0.0,
                            "same_to_strength": False, "save_precision": "fp32", "filename": "",
                            "overwrite": True}}
     g["name"] = {"class_type": "PreviewAny", "inputs": {"source": ["two", 0]}}
@@ -177,12 +178,33 @@ def test_extract_two_chained_from_two_extractions(host, tuned):
 
 def test_extract_two_bad_entries_are_clear_errors(host, tuned):
     base = {"alpha": 0.5, "beta": 0.5, "gamma": 1.0, "same_to_strength": False, "save_precision": "fp16",
-            "filename": "sm_two_bad", "overwrite": True}
-    for entries, needle in ((("sm_two_1:1:1,2,3", "sm_two_2:1"), "SuperMergerLoraExtractTwo: lora_1: "),
-                            (("sm_two_1:1", "no_such_lora:1"), "SuperMergerLoraExtractTwo: lora_2: no LoRA named"),
-                            (("sm_two_1:1,sm_two_2:1", "sm_two_2:1"), "SuperMergerLoraExtractTwo: lora_1: one")):
-        g = {"two": {"class_type": "SuperMergerLoraExtractTwo",
-                     "inputs": {"lora_1": entries[0], "lora_2": entries[1], **base}}}
+            "filename": "sm_two_bad", "overwrite": True, **CHOSEN_NONE}
+    two = "Extract LoRA from two LoRAs (SuperMerger)"
+    for inputs, needle in (({"entry_1": "sm_two_1:1:1,2,3", "entry_2": "sm_two_2:1"}, f"{two} · lora_1: "),
+                           ({"entry_1": "sm_two_1:1", "entry_2": "no_such_lora:1"},
+                            f"{two} · lora_2: no LoRA named 'no_such_lora' in the loras folder"),
+                           ({"entry_1": "sm_two_1:1,sm_two_2:1", "entry_2": "sm_two_2:1"}, f"{two} · lora_1: one"),
+                           ({"lora_1": "sm_two_1.safetensors", "blocks_1": "BOGUS", "entry_2": "sm_two_2:1"},
+                            f"{two} · lora_1: sm_two_1.safetensors: unknown block-weight preset 'BOGUS'"),
+                           ({"entry_2": "sm_two_2:1"}, f"{two} · lora_1: choose a LoRA from the list, or link an "
+                                                       "entry")):
+        g = {"two": {"class_type": "SuperMergerLoraExtractTwo", "inputs": {**base, **inputs}}}
         with pytest.raises(ExecutionFailed) as e:
             host.run(g)
         assert needle in str(e.value), str(e.value)
+
+
+def test_extract_two_takes_loras_chosen_from_the_folder_list(host, tuned):
+    info = host.get("/object_info/SuperMergerLoraExtractTwo")["SuperMergerLoraExtractTwo"]["input"]["required"]
+    options = info["lora_1"][1]["options"]
+    assert "sm_two_1.safetensors" in options and options[0] == "(none)"
+    g = {"two": {"class_type": "SuperMergerLoraExtractTwo",
+                 "inputs": {**CHOSEN_NONE, "lora_1": "sm_two_1.safetensors", "lora_2": "sm_two_2.safetensors",
+                            "alpha": 0.0, "beta": 0.0, "gamma": 0.0, "same_to_strength": False,
+                            "save_precision": "fp32", "filename": "sm_two_chosen", "overwrite": True}},
+         "name": {"class_type": "PreviewAny", "inputs": {"source": ["two", 0]}}}
+    assert host.text(host.run(g), "name") == "sm_two_chosen.safetensors"
+    with SafetensorsFile(_loras(host) / "sm_two_chosen.safetensors") as out, \
+            SafetensorsFile(_loras(host) / "sm_two_1.safetensors") as one:
+        for k in one.keys():
+            assert torch.equal(out.get(k).float(), one.get(k).float()), k

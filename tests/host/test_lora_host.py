@@ -149,10 +149,10 @@ def test_merge_node_writes_a_lora_that_renders_like_its_input(host, lora_file):
 
 
 @pytest.mark.parametrize("node,inputs,needle", [
-    ("SuperMergerLoraToModel", {"loras": "no_such_lora:1"}, "SuperMergerLoraToModel: loras: no LoRA named"),
+    ("SuperMergerLoraToModel", {"loras": "no_such_lora:1"}, "LoRA to Model (SuperMerger) · loras: no LoRA named"),
     ("SuperMergerLoraToModel", {"loras": f"{LORA}:1:1,2,3"}, "3 block value(s)"),
     ("SuperMergerLoraToModel", {"loras": f"{LORA}:1:BOGUS"}, "unknown block-weight preset 'BOGUS'"),
-    ("SuperMergerLoraMerge", {"loras": f"{LORA}:1", "filename": "../escape"}, "SuperMergerLoraMerge: filename"),
+    ("SuperMergerLoraMerge", {"loras": f"{LORA}:1", "filename": "../escape"}, "Merge LoRAs (SuperMerger) · filename"),
 ])
 def test_bad_input_is_one_clear_message(host, lora_file, node, inputs, needle):
     if node == "SuperMergerLoraToModel":

@@ -116,16 +116,6 @@ def test_adjust_node_changes_the_image_and_zero_is_identity(host):
     del values
 
 
-def test_bad_input_is_one_clear_message_naming_node_and_input(host):
-    extra = {"bw": {"class_type": "SuperMergerBlockWeights",
-                    "inputs": {"weights_alpha": "1,2,3", "preset_alpha": "(none)", "weights_beta": "",
-                               "preset_beta": "(none)"}}}
-    with pytest.raises(ExecutionFailed) as e:
-        host.run(graph("SuperMergerWeightSum", {"weights": ["bw", 0]}, extra=extra))
-    msg = e.value.info["exception_message"]
-    assert "SuperMergerWeightSum" in msg and "weights_alpha" in msg and "26" in msg
-
-
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json")))
 def test_example_workflows_run_as_saved(host, name):
     from comfy_host import mini_lora, ui_to_api
@@ -235,3 +225,17 @@ def test_elements_node_lists_keys_with_their_blocks(host):
     key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
     assert f"{key}\tIN01\tIN01\t[320, 320]" in text
     assert all("attn1.to_q" in line for line in text.splitlines())
+
+
+def test_merge_nodes_show_beta_and_gamma_only_where_a_calcmode_reads_them(host):
+    info = host.get("/object_info")
+
+    def inputs(node):
+        spec = info[node]["input"]
+        return {**spec.get("required", {}), **spec.get("optional", {})}
+
+    ws, ad = inputs("SuperMergerWeightSum"), inputs("SuperMergerAddDifference")
+    assert "gamma" not in ws
+    assert ws["beta"][1]["tooltip"].endswith("Read only by calcmode tensor and tensor2; the others ignore it.")
+    assert ad["gamma"][1]["tooltip"].endswith("Read only by calcmode extract; the others ignore it.")
+    assert "Read only" not in inputs("SuperMergerTripleSum")["beta"][1]["tooltip"]  # the mode's own β

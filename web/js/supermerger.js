@@ -5,6 +5,7 @@ import { app } from "../../../scripts/app.js";
 import { getEditorData } from "./api.js";
 import { historyTab } from "./history.js";
 import { BlockWeightPanel } from "./panel.js";
+import { ALIASES, installSearchAliases } from "./search.js";
 
 const MARGIN = 6; // the DOM widget's margin on each side (its element is the widget's height less two margins)
 const ALPHA = { key: "alpha", label: "α", text: "weights_alpha" };
@@ -83,11 +84,16 @@ app.registerExtension({
   name: "SuperMerger.Editor",
   async setup() {
     loadCss();
+    if (!installSearchAliases()) console.warn("SuperMerger: search terms (merge, mbw, block…) are off in this editor");
     getEditorData().catch((e) => console.warn("SuperMerger: the block-weight panel is off:", e.message));
     const tab = historyTab(app, hooks);
     const em = app.extensionManager;
     if (em?.registerSidebarTab) em.registerSidebarTab(tab);
     else em?.sidebarTab?.registerSidebarTab?.(tab);
+  },
+  beforeRegisterNodeDef(_nodeType, nodeData) {
+    // where an editor reads search aliases from node definitions (newer ComfyUI), it has them without the hook
+    if (ALIASES[nodeData?.name] && !nodeData.search_aliases) nodeData.search_aliases = [...ALIASES[nodeData.name]];
   },
   nodeCreated(node) {
     const lists = TARGETS[node.comfyClass];

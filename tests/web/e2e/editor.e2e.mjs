@@ -12,7 +12,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 
-import { chromium } from "playwright-core";
+import { apiOf, launch } from "./browser.mjs";
 
 const { values: opt } = parseArgs({ options: { url: { type: "string" }, out: { type: "string" },
   shots: { type: "string" }, chromium: { type: "string", default: "/usr/bin/chromium" } } });
@@ -24,21 +24,11 @@ let step = "start";
 const log = (...a) => console.log(`[e2e ${((Date.now() - t0) / 1000).toFixed(1)}s] ${step}:`, ...a);
 const t0 = Date.now();
 
-async function api(path, init) {
-  const res = await fetch(`${opt.url}${path}`, init);
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${path}: HTTP ${res.status} ${text}`);
-  return text ? JSON.parse(text) : null;
-}
+const api = apiOf(opt.url);
 
 // ------------------------------------------------------------------------------------------------- browser
 
-await api("/api/settings/Comfy.TutorialCompleted", { method: "POST", body: "true" });
-const browser = await chromium.launch({
-  executablePath: opt.chromium,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
-});
+const browser = await launch(api, opt.chromium);
 const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
 await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: opt.url });
 const page = await context.newPage();
