@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .adjust import NAMES as ADJUST_NAMES, parse_adjust
-from .dice import SD_BLOCKS
+from .families import FAMILIES
 from .elemental import expand_blocks
 from .errors import MergeError
 from .recipe import Recipe
 from .weights import expand_preset
 
+SD_BLOCKS = FAMILIES["sd1"].blocks  # BASE, IN00…IN11, M00, OUT00…OUT11: the 26-value list
 AXIS_TYPES = ("none", "alpha", "beta", "alpha and beta", "seed", "mbw alpha", "mbw beta", "mbw alpha and beta",
               "model_A", "model_B", "model_C", "pinpoint blocks", "include blocks", "exclude blocks", "add include",
               "add exclude", "elemental", "add elemental", "pinpoint element", "pinpoint element ext",

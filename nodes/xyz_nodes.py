@@ -15,6 +15,7 @@ from comfy_api.v0_0_2 import io, ui
 from . import checkpoints, params, patching
 from ._engine import merge_core
 from .common import CATEGORY, TIPS, Params, show_notes
+from .messages import DISPLAY, node_error
 from .xyz_grid import XYZPlot, grids_for
 
 xyz = merge_core.xyz
@@ -118,7 +119,7 @@ class SuperMergerXYZPlan(io.ComfyNode):
                                tooltip=f"What the {name.upper()} axis varies (none: no {name.upper()} axis)."),
                 io.String.Input(f"{name}_values", multiline=True, default=values, tooltip=VALUE_TIP)]
         return io.Schema(
-            node_id=PLAN_NODE, display_name="XYZ Plot Plan (SuperMerger)", category=f"{CATEGORY}/xyz",
+            node_id=PLAN_NODE, display_name=DISPLAY[PLAN_NODE], category=f"{CATEGORY}/xyz",
             description="SuperMerger's XYZ plot: one lazy merge per cell, as lists (x fastest) that your own "
                         "text encoder, sampler and decoder run once per cell; feed the images and the plan to "
                         "XYZ Plot Grid.",
@@ -169,7 +170,7 @@ class SuperMergerXYZPlan(io.ComfyNode):
             out, plot = build_plot(node, recipe, seed, prompt,
                                    ((x_type, x_values), (y_type, y_values), (z_type, z_values)), connected, names)
         except params.MergeError as e:
-            raise params.node_error(node, e) from None
+            raise node_error(node, e) from None
         show_notes(cls.hidden.unique_id, plot.notes)
         return io.NodeOutput(out["model"], out["clip"], out["seed"], out["prompt"], out["recipe"], plot)
 
@@ -178,7 +179,7 @@ class SuperMergerXYZGrid(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id=GRID_NODE, display_name="XYZ Plot Grid (SuperMerger)", category=f"{CATEGORY}/xyz",
+            node_id=GRID_NODE, display_name=DISPLAY[GRID_NODE], category=f"{CATEGORY}/xyz",
             description="Lays the cells rendered from an XYZ Plot Plan out as labelled grids: one per Z value and "
                         "per '|' part. Save them with ComfyUI's Save Image.",
             is_input_list=True,
@@ -200,7 +201,7 @@ class SuperMergerXYZGrid(io.ComfyNode):
         try:
             grids, lines = grids_for(plot, images, bool(swap_xy[0]))
         except merge_core.MergeError as e:
-            raise params.node_error(node, e) from None
+            raise node_error(node, e) from None
         computed = sum(j.computations for j in plot.jobs if j is not None)
         lines.insert(0, f"XYZ plot {plot.plot_id}: {len(images)} of {plot.cell_count()} cells, {len(plot.jobs)} "
                         f"distinct merges, merged weights computed {computed} times")
