@@ -2,7 +2,7 @@
 
 Recipe → Plan (per key: keep A, or calcmode with α/β) → one executor, into a dict or a safetensors file.
 """
-from . import analysis, csvfile, editor, history, run, steps, weight_analysis  # noqa: F401  (submodules the nodes use)
+from . import analysis, csvfile, editor, history, run, steps, weight_analysis, xyz  # noqa: F401  (submodules the nodes use)
 from .errors import MergeError, MergeInterrupted
 from .executor import Inputs, run_plan
 from .families import FAMILIES, Family, detect

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.v0_0_2 import ComfyExtension, io, ui
 
-from . import checkpoint_nodes, checkpoints, inspect_nodes, lora, lora_extract, params, patching
+from . import checkpoint_nodes, checkpoints, inspect_nodes, lora, lora_extract, params, patching, xyz_nodes
 from .common import CATEGORY, TIPS, Params, show_notes
 from .messages import DISPLAY, node_error, validation
 
@@ -325,4 +325,4 @@ class SuperMergerExtension(ComfyExtension):
     async def get_node_list(self) -> list:
         return [*MERGE_NODES, SuperMergerBlockWeights, SuperMergerElemental, SuperMergerIncludeExclude,
                 SuperMergerDiceRoll, SuperMergerAdjust, SuperMergerAnalysis, SuperMergerElements,
-                *checkpoint_nodes.NODES, *inspect_nodes.NODES, *lora.NODES, *lora_extract.NODES]
+                *checkpoint_nodes.NODES, *inspect_nodes.NODES, *lora.NODES, *lora_extract.NODES, *xyz_nodes.NODES]

@@ -33,6 +33,8 @@ DISPLAY = {
     "SuperMergerLoraMerge": "Merge LoRAs (SuperMerger)",
     "SuperMergerLoraExtract": "Extract LoRA from Models (SuperMerger)",
     "SuperMergerLoraExtractTwo": "Extract LoRA from two LoRAs (SuperMerger)",
+    "SuperMergerXYZPlan": "XYZ Plot Plan (SuperMerger)",
+    "SuperMergerXYZGrid": "XYZ Plot Grid (SuperMerger)",
 }
 
 

@@ -149,6 +149,7 @@ class MergePatch(WeightAdapterBase):
         self.weights = []
         self._computed = False
         self._cached = None
+        self.probe = False  # one patch per merge counts how often ComfyUI had the merged weights computed
 
     @torch.no_grad()  # ComfyUI loads under no_grad; a caller that does not (a script) must not make this fail
     def calculate_weight(self, weight, key, strength, strength_model, offset, function,
@@ -159,6 +160,8 @@ class MergePatch(WeightAdapterBase):
         # minutes; its loader undoes the weights patched so far when this raises (partially_load → detach).
         mm.throw_exception_if_processing_interrupted()
         job = self.job
+        if self.probe:
+            job.computations += 1
         if self.slot.whole:  # A's weight as ComfyUI hands it over (its own patches applied) is A's tensor
             out = job.evaluate(self.step, weight.device, a=weight)
         else:
@@ -178,6 +181,7 @@ class LazyMerge:
     plan: object
     views: dict  # role → ModelView ("a", "b", "c")
     stats: object = None
+    computations: int = 0  # times ComfyUI had this merge's weights computed (one per load of the model)
 
     def __post_init__(self):
         self._wholes: OrderedDict = OrderedDict()  # fused tensors, shared by the ComfyUI weights they hold
@@ -234,6 +238,15 @@ def merge_models(node: str, recipe, model_a, model_b, model_c=None, clip_a=None,
     return model, clip, plan
 
 
+def merge_job(model):
+    """The LazyMerge behind a merged MODEL (None when it has no merge patches)."""
+    for patches in model.patches.values():
+        for patch in patches:
+            if isinstance(patch[1], MergePatch):
+                return patch[1].job
+    return None
+
+
 def same_family(views: dict) -> None:
     if len({v.family.name for v in views.values()}) > 1:
         listing = ", ".join(f"model_{role} is {v.family.label}" for role, v in views.items())
@@ -249,6 +262,8 @@ def _patch(node: str, job: LazyMerge, view: ModelView, model, clip=None) -> None
             for slot in view.slots(step.key):
                 target = unet_patches if slot.comfy_key.startswith(UNET_PREFIX) else clip_patches
                 target[slot.comfy_key] = MergePatch(job, step, slot)
+    if unet_patches:
+        next(iter(unet_patches.values())).probe = True
     added = set(model.add_patches(unet_patches, 1.0, 1.0))
     if clip is not None and clip_patches:
         added |= set(clip.add_patches(clip_patches, 1.0, 1.0))

@@ -54,13 +54,17 @@ OUTPUT_TYPES = {
     "SuperMergerHistory": [("recipe", "STRING"), ("merge_id", "INT"), ("listing", "STRING")],
     "SuperMergerHistoryWeights": [("table", "STRING"), ("chart", "IMAGE")],
     "SuperMergerMetadata": [("metadata", "STRING")],
+    "SuperMergerXYZPlan": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("seed", "INT"), ("prompt", "STRING"),
+                           ("recipe", "STRING"), ("plan", "SUPERMERGER_XYZ_PLAN")],
+    "SuperMergerXYZGrid": [("grids", "IMAGE"), ("cells", "IMAGE"), ("summary", "STRING")],
     "Note": [],
 }
 INPUT_TYPES = {"model": "MODEL", "model_a": "MODEL", "model_b": "MODEL", "model_c": "MODEL", "clip": "CLIP",
                "clip_a": "CLIP", "clip_b": "CLIP", "clip_c": "CLIP", "vae": "VAE", "samples": "LATENT",
                "latent_image": "LATENT", "positive": "CONDITIONING", "negative": "CONDITIONING",
                "images": "IMAGE", "weights": "SUPERMERGER_PARAMS", "source": "*", "recipe": "STRING",
-               "merge_id": "INT"}
+               "merge_id": "INT", "plan": "SUPERMERGER_XYZ_PLAN", "text": "STRING", "seed": "INT"}
+WIDGET_INPUTS = ("text", "seed")  # widgets fed by a link: the editor keeps their values and marks the input
 
 
 def sampler_tail(first_id, model, clip, vae, prefix, merge=None):
@@ -253,6 +257,41 @@ def note(spec, width) -> dict:
             "color": "#432", "bgcolor": "#653"}
 
 
+def xyz_plot(title, description, prefix, x, y, alpha=0.5,
+             prompt="a cozy cabin in a snowy forest, warm light, detailed"):
+    """An XYZ plan whose per-cell lists drive the usual encode → sample → decode, the cells saved and laid out as a
+    grid (saved too, its summary shown)."""
+    plan = [
+        "weight_sum", "normal", alpha, 0.25, 0.3, x[0], x[1], y[0], y[1], "none", "", 0, prompt]
+    return {"title": title, "description": description, "nodes": loaders(["model_a.safetensors", "model_b.safetensors"]) + [
+        (3, "SuperMergerXYZPlan", plan, {"model_a": (1, 0), "model_b": (2, 0), "clip_a": (1, 1), "clip_b": (2, 1)}),
+        (4, "CLIPTextEncode", [prompt], {"clip": (3, 1), "text": (3, 3)}),
+        (5, "CLIPTextEncode", ["blurry, low quality"], {"clip": (3, 1)}),
+        (6, "EmptyLatentImage", [512, 512, 1], {}),
+        (7, "KSampler", [0, "fixed", 20, 7.0, "euler", "normal", 1.0],
+         {"model": (3, 0), "seed": (3, 2), "positive": (4, 0), "negative": (5, 0), "latent_image": (6, 0)}),
+        (8, "VAEDecode", [], {"samples": (7, 0), "vae": (1, 2)}),
+        (9, "SaveImage", [f"{prefix}_cell"], {"images": (8, 0)}),
+        (10, "SuperMergerXYZGrid", [False], {"images": (8, 0), "plan": (3, 5)}),
+        (11, "SaveImage", [f"{prefix}_grid"], {"images": (10, 0)}),
+        (12, "PreviewAny", [], {"source": (10, 2)}),
+    ]}
+
+
+GRAPHS["xyz_alpha_seed"] = xyz_plot(
+    "XYZ plot: alpha × seed",
+    "Pick two checkpoints of one family in the loaders. Each cell is a lazy merge at one alpha, sampled at one "
+    "seed by the usual sampler nodes (which run once per cell); XYZ Plot Grid lays the cells out with labels.",
+    "xyz_alpha_seed",
+                                    ("alpha", "0,0.25,0.5,0.75,1"), ("seed", "1,2"))
+GRAPHS["xyz_pinpoint_blocks"] = xyz_plot(
+    "XYZ plot: pinpoint blocks × alpha",
+    "Pick two checkpoints of one family in the loaders. Alpha is 0 (all model A) except in the blocks each column "
+    "names, which get the alpha of the row: which blocks carry what model B brings.", "xyz_pinpoint",
+                                         ("pinpoint blocks", "IN01-IN05, M00, OUT03-OUT05"), ("alpha", "0.5,1"),
+                                         alpha=0.0)
+
+
 def build(spec):
     nodes, links = [], []
     out_links = {}
@@ -265,6 +304,8 @@ def build(spec):
             links.append([link_id, src, src_slot, nid, slot, typ])
             out_links.setdefault((src, src_slot), []).append(link_id)
             ins.append({"name": name, "type": typ, "link": link_id})
+            if name in WIDGET_INPUTS:
+                ins[-1]["widget"] = {"name": name}
         nodes.append({"id": nid, "type": ntype, "pos": pos[nid], "size": sizes[nid],
                       "flags": {}, "order": 0, "mode": 2 if nid in spec.get("muted", ()) else 0, "inputs": ins,
                       "outputs": [], "properties": {"Node name for S&R": ntype}, "widgets_values": widgets})

@@ -299,11 +299,18 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
         spec_of = {**info["input"].get("optional", {}), **info["input"]["required"]}
         for name in info["input_order"]["required"] + info["input_order"].get("optional", []):
             typ, opts = spec_of[name][0], (spec_of[name][1] if len(spec_of[name]) > 1 else {})
-            if not (isinstance(typ, list) or typ in WIDGET_TYPES) or name in linked:
+            if not (isinstance(typ, list) or typ in WIDGET_TYPES):
+                continue
+            # a widget fed by a link keeps its value in the file (the input says so with "widget"); a plain
+            # input of a widget type has none
+            fed = name in linked and any(i.get("widget") for i in node.get("inputs", []) if i["name"] == name)
+            if name in linked and not fed:
                 continue
             if not values:
                 break
-            inputs[name] = values.pop(0)
+            value = values.pop(0)
+            if not fed:
+                inputs[name] = value
             if opts.get("control_after_generate"):
                 values.pop(0)
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
