@@ -2,6 +2,7 @@
 the effective elemental checker's difference row (§9.7). Images are HxWx3 uint8 numpy arrays."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -95,13 +96,47 @@ def _text_size(draw, text: str, font) -> tuple:
     return box[2] - box[0], box[3] - box[1]
 
 
+MIN_FONT = 8
+
+
+def _words(text: str) -> list:
+    return [w for w in re.split(r"[ ,\n]", text) if w]
+
+
+def _wrap_to(probe, text: str, font, width: int) -> str:
+    """`text` broken after commas (SPEC §9.5) and then between words so each line fits `width` pixels
+    where its words do."""
+    lines = []
+    for line in xyz.wrap_label(text).split("\n"):
+        current = ""
+        for word in re.split(r"(?<=[ ,])", line):
+            if current and _text_size(probe, current + word, font)[0] > width:
+                lines.append(current.rstrip())
+                current = word
+            else:
+                current += word
+        lines.append(current.rstrip())
+    return "\n".join(lines)
+
+
+def column_labels(grid: Layout, cell_w: int, cell_h: int) -> tuple:
+    """(font size, X labels wrapped to the column width): one size for every label of the grid, from the cell
+    size, made smaller until each word of an X label fits its column, so neighbouring labels never overlap."""
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    room = max(1, cell_w - 2 * PAD)
+    size = max(12, (cell_w + cell_h) // 25)
+    while size > MIN_FONT and any(_text_size(probe, w, _font(size))[0] > room
+                                  for c in grid.columns for w in _words(c)):
+        size -= 1
+    return size, [_wrap_to(probe, c, _font(size), room) for c in grid.columns]
+
+
 def draw(grid: Layout, cell_w: int, cell_h: int) -> Image.Image:
     """The grid image: a title line, X labels over the columns, Y labels left of the rows, then the cells.
-    One font size for every label of the grid, chosen from the cell size; labels wrap after commas."""
-    size = max(12, (cell_w + cell_h) // 25)
+    One font size for every label of the grid; labels wrap after commas and to their column's width."""
+    size, columns = column_labels(grid, cell_w, cell_h)
     font, title_font = _font(size), _font(max(10, size * 3 // 4))
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    columns = [xyz.wrap_label(c) for c in grid.columns]
     rows = [xyz.wrap_label(r) for r in grid.rows]
     title_h = _text_size(probe, grid.title, title_font)[1] + 2 * PAD if grid.title else 0
     top = max(_text_size(probe, c, font)[1] for c in columns) + 2 * PAD

@@ -94,3 +94,19 @@ def test_effective_checker_on_y_gives_diff_image_source_columns():
     assert out.columns == ["diff", "alpha = 1", "source"]
     assert out.rows == ["IN01:\n Diff : 100.0%"]
     assert out.images[1] is moved and out.images[2] is src and np.array_equal(out.images[0], solid(0))
+
+
+def test_x_labels_stay_inside_their_own_column_on_small_cells():
+    # a pinpoint plot on 64 px cells drew "pinpoint blocks = IN01-IN06" across the "M00" label and cut
+    # "OUT03-OUT05" at the image's edge: each label's ink must lie over its own column
+    from nodes.xyz_grid import PAD, Layout
+    labels = ["pinpoint blocks = IN01-IN06", "M00", "OUT03-OUT05"]
+    cell = 64
+    for i in range(len(labels)):
+        shown = [text if j == i else "" for j, text in enumerate(labels)]
+        img = np.asarray(draw(Layout([solid(255, cell, cell)] * 3, shown, ["alpha = 0.5"]), cell, cell))
+        band = img[: img.shape[0] - cell]  # the label rows above the cells
+        ink = np.where((band < 128).any(axis=2).any(axis=0))[0]
+        left = img.shape[1] - 3 * cell
+        assert ink.size, labels[i]
+        assert left + i * cell <= ink.min() and ink.max() < left + (i + 1) * cell, (labels[i], ink.min(), ink.max())
