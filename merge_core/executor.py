@@ -62,9 +62,19 @@ def run_prepass(plan: Plan, inputs: Inputs, run: Optional[RunContext] = None, re
         return None
     read = reader or inputs.read
     c = inputs.source("c")
-    pairs = iter_pairs(prepass_keys(plan, inputs), lambda k: operands(plan, k, k in c, read)[:2],
-                       inputs.release, run, "similarity pre-pass")
-    return plan.calcmode.prepass(pairs)
+    prepass = plan.calcmode.prepass
+    run = run or RunContext()
+
+    def one(key):
+        a, b, _, _ = aligned(*operands(plan, key, key in c, read)[:2], None)
+        try:
+            return prepass.per_key(key, a, b)
+        finally:
+            inputs.release(key)
+    # A key's statistic is computed on one intra-op thread (its sums must not depend on the thread count), so
+    # as many keys go side by side as the run has threads in all.
+    return prepass.combine(list(run.ordered(one, prepass_keys(plan, inputs), "similarity pre-pass",
+                                            workers=run.threads.total)))
 
 
 def _compute(plan: Plan, inputs: Inputs, stats, device: torch.device, names: dict, step):

@@ -87,7 +87,7 @@ def test_median_in_parts_is_scipys_median_filter_bit_for_bit(shape, part, seed, 
 def test_large_tensors_are_filtered_in_parts(monkeypatch):
     seen = []
     real = scipy.ndimage.median_filter
-    monkeypatch.setattr(smooth.scipy.ndimage, "median_filter", lambda a, size: seen.append(a.shape) or real(a, size=size))
+    monkeypatch.setattr(scipy.ndimage, "median_filter", lambda a, size: seen.append(a.shape) or real(a, size=size))
     monkeypatch.setattr(smooth, "thread_share", lambda: 2)
     x = np.random.default_rng(0).standard_normal((64, 40, 3, 3)).astype(np.float32)
     monkeypatch.setattr(smooth, "PART", x.size // 4)
@@ -273,8 +273,8 @@ def _frozen_extract(a, b, c, alpha, beta, gamma):
     return base + torch.lerp(da, db, alpha) * torch.lerp(d, 1 - d, beta)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("shape", [(300, 77), (16, 4, 3, 3), (257,)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("shape", [(300, 77), (16, 4, 3, 3), (257,), (2, 300_001)])
 def test_in_place_train_difference_and_extract_equal_the_plain_formulas_bit_for_bit(dtype, shape):
     from merge_core.calcmodes import CALCMODES, KeyArgs
 
@@ -286,6 +286,7 @@ def test_in_place_train_difference_and_extract_equal_the_plain_formulas_bit_for_
     flat[1][::11] = 0.0
     flat[2][::11] = 0.0  # both zero: 0/0 guarded
     flat[0][::13] = -0.0
+    before = [t.clone() for t in (a, b, c)]
     for alpha in (0.3, 1.0, -0.4):
         p = KeyArgs(key="k", alpha=alpha, beta=0.3, gamma=1.5, mode="add_difference")
         got, want = CALCMODES["trainDifference"].fn(a, b, c, p), _frozen_train_difference(a, b, c, alpha)
@@ -293,3 +294,4 @@ def test_in_place_train_difference_and_extract_equal_the_plain_formulas_bit_for_
         p = KeyArgs(key="k", alpha=abs(alpha) % 1, beta=0.3, gamma=1.5, mode="add_difference")
         got, want = CALCMODES["extract"].fn(a, b, c, p), _frozen_extract(a, b, c, abs(alpha) % 1, 0.3, 1.5)
         assert got.dtype == want.dtype and torch.equal(got, want)
+    assert all(torch.equal(t, u) and torch.equal(t.signbit(), u.signbit()) for t, u in zip((a, b, c), before))

@@ -15,6 +15,7 @@ from merge_core.calcmodes import cosine
 from merge_core.executor import run_prepass
 from merge_core.steps import merge_tensors as merge_key
 from merge_core.merge import make_plan
+from merge_core.run import RunContext, Threads
 from merge_core.synthetic import tiny_sd1
 
 F32 = torch.float32
@@ -155,14 +156,15 @@ def test_random_shapes_and_scales_match(rows, trailing, scale, seed, fp16):
     assert_same_similarities(a, b)
 
 
+@pytest.mark.parametrize("workers", [1, 3])  # keys side by side: the same bits whichever thread takes a key
 @pytest.mark.parametrize("calcmode, dtype", [("cosineA", F32), ("cosineB", F32), ("cosineA", torch.float16)])
-def test_prepass_range_and_merge_equal_the_frozen_pipeline(calcmode, dtype):
+def test_prepass_range_and_merge_equal_the_frozen_pipeline(calcmode, dtype, workers):
     a, b = tiny_sd1(1, dtype), tiny_sd1(2, dtype)
     a[CONV_IN] = torch.zeros_like(a[CONV_IN])
     recipe = Recipe(model_a="A", model_b="B", calcmode=calcmode, alpha=0.3)
     inputs = Inputs(DictSource(a, "A"), DictSource(b, "B"))
     plan = make_plan(recipe, inputs)
-    stats = run_prepass(plan, inputs)
+    stats = run_prepass(plan, inputs, RunContext(threads=Threads(cores=workers, workers=workers, intra=1)))
     keys = [s.key for s in plan.steps if s.action in ("keep", "merge") and cosine.prepass_key(s.key) and s.key in b]
     low, high, combined = frozen_prepass(((k, a[k], b[k]) for k in keys), calcmode == "cosineA")
     assert (stats.low, stats.high) == (low, high)

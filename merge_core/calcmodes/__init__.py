@@ -27,6 +27,14 @@ class KeyArgs:
 
 
 @dataclass(frozen=True)
+class Prepass:
+    """A statistic of the whole model: `per_key(key, a, b)` for each key it reads — keys need nothing from each
+    other, so the run computes them side by side — then `combine([(key, that), …])`, in key order."""
+    per_key: Callable
+    combine: Callable
+
+
+@dataclass(frozen=True)
 class Calcmode:
     """A calcmode and what callers need to know of it, so that none of them tests its name."""
     name: str
@@ -38,7 +46,7 @@ class Calcmode:
     forced_mode: Optional[str] = None  # SuperMerger switches the mode to this one
     uses_beta: bool = False  # β (and an MBW β list) apply whatever the mode
     uses_gamma: bool = False
-    prepass: Optional[Callable] = None  # (iterable of (key, a, b)) -> stats, over `prepass_keys`
+    prepass: Optional["Prepass"] = None  # a whole-model statistic over `prepass_keys`, taken before the merge
     skip_key: Callable[[str], bool] = field(default=lambda key: False)  # keys left as A
     min_dim: int = 0  # tensors with fewer dimensions are left as A
     check: Optional[Callable] = None  # (alpha, beta, gamma) -> problem text or None, checked per key at plan time

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.nn.functional import cosine_similarity, normalize
 
-from . import register
+from . import Prepass, register
 from ..run import one_intra_thread
 
 F32 = torch.float32
@@ -176,18 +176,18 @@ def _trimmed_range(values: np.ndarray) -> SimilarityRange:
     return SimilarityRange(float(values.min()), float(values.max()))
 
 
-def _prepass(normalised: bool):
-    def run(pairs):
-        parts, combined = [], {}
-        for key, a, b in pairs:  # 0-dim tensors too (logit_scale, model_ema.decay): SuperMerger counts them
-            s, comb = _similarities(a, b, normalised)
-            # cosineA's range uses the column similarity, cosineB's the combined one (SPEC §2.2)
-            parts.append((s if normalised else comb).reshape(-1).double().cpu().numpy())
-            combined[key] = comb.cpu()
-        release_scratch()
+def _prepass(normalised: bool) -> Prepass:
+    def per_key(key, a, b):  # 0-dim tensors too (logit_scale, model_ema.decay): SuperMerger counts them
+        s, comb = _similarities(a, b, normalised)
+        # cosineA's range uses the column similarity, cosineB's the combined one (SPEC §2.2)
+        return (s if normalised else comb).reshape(-1).double().cpu().numpy(), comb.cpu()
+
+    def combine(results):
+        release_scratch()  # the calling thread's; a worker's go with the worker
+        parts = [part for _key, (part, _comb) in results]
         r = _trimmed_range(np.concatenate(parts) if parts else np.zeros(0))
-        return SimilarityRange(r.low, r.high, combined)
-    return run
+        return SimilarityRange(r.low, r.high, {key: comb for key, (_part, comb) in results})
+    return Prepass(per_key, combine)
 
 
 def _cosine(normalised: bool):
