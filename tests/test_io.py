@@ -468,3 +468,44 @@ def test_ckpt_holding_a_list_is_refused(tmp_path):
     torch.save([torch.ones(2)], tmp_path / "list.ckpt")
     with pytest.raises(MergeError, match="state dict"):
         open_model(tmp_path / "list.ckpt")
+
+
+def test_a_file_larger_than_the_free_space_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(10 ** 9, 10 ** 9 - 4096, 4096))
+    with pytest.raises(MergeError, match=r"GiB needed, 0\.00 GiB free"):
+        write(tmp_path / "out.safetensors", {"w": torch.ones(2048)})  # 8 KiB of data
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_disk_filling_up_half_way_is_one_merge_error_and_leaves_no_part_file(tmp_path, monkeypatch):
+    import errno
+
+    tensors = {"a": torch.ones(2), "b": torch.zeros(3)}
+    with pytest.raises(MergeError, match="No space left"):
+        with SafetensorsWriter(tmp_path / "out.safetensors", [(k, t.dtype, tuple(t.shape)) for k, t in tensors.items()]) as w:
+            w.write("a", tensors["a"])
+
+            def full(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            monkeypatch.setattr(w._f, "write", full, raising=False)
+            w.write("b", tensors["b"])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), None])
+@pytest.mark.parametrize("where", [0, 77, 300_000])
+def test_finite_finds_any_single_nan_or_infinity_and_nothing_else(dtype, bad, where):
+    from merge_core.steps import finite
+
+    t = (torch.randn(300_001, generator=torch.Generator().manual_seed(where)) * 1000).to(dtype)
+    if bad is not None:
+        t[where] = bad
+    assert finite(t) is (bad is None)
+    assert finite(t.reshape(1, -1, 1)) is (bad is None) and finite(torch.empty(0, dtype=dtype))
+    big = torch.full((1000,), torch.finfo(dtype).max, dtype=dtype)  # finite, but its sum is not in fp16
+    assert finite(big)

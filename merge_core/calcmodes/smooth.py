@@ -11,7 +11,6 @@ order, it holds in the whole tensor: the result is scipy's, bit for bit (a test 
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import scipy.ndimage
 import torch
 
 from . import register
@@ -33,6 +32,8 @@ def median3(x: np.ndarray) -> np.ndarray:
     the threads."""
     # 1-D input goes to scipy's running-median path, whose result on ties of 0.0 and -0.0 (and on NaN)
     # depends on the elements before the window; the n-D path looks at each window alone. Biases are small.
+    import scipy.ndimage  # a quarter of a second that every other merge would pay at start-up
+
     parts = _parts(x) if x.ndim >= 2 else []
     workers = min(thread_share(), len(parts))
     if workers < 2:
@@ -51,6 +52,8 @@ def median3(x: np.ndarray) -> np.ndarray:
 
 def smoothed(d: torch.Tensor) -> torch.Tensor:
     """median (3 in every axis) then gaussian (σ = 1) filter of a difference, as scipy does it."""
+    import scipy.ndimage
+
     x = d.to(torch.float32).cpu().numpy()
     x = scipy.ndimage.gaussian_filter(median3(x), sigma=1)
     return torch.from_numpy(np.ascontiguousarray(x)).to(d.device)
