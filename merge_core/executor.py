@@ -89,8 +89,8 @@ def _compute(plan: Plan, inputs: Inputs, stats, device: torch.device, names: dic
 def iter_pairs(keys: list, read: Callable, release: Optional[Callable] = None, run: Optional[RunContext] = None,
                phase: str = "compare"):
     """(key, a, b) for each key, read one key at a time (channel-aligned, pages released after use): the
-    loop behind every whole-model statistic (cosine pre-pass, similarity analysis). One thread: the
-    statistic is computed by the consumer, between reads."""
+    loop behind the similarity analysis. One thread: the statistic is computed by the consumer, between reads
+    (the cosine pre-pass, whose keys are independent, runs them side by side in `run_prepass` instead)."""
     for key in (run or RunContext()).each(keys, phase):
         a, b = read(key)
         a, b, _, _ = aligned(a, b, None)

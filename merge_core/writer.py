@@ -9,7 +9,6 @@ data (hashes) is written as placeholders of its final length and filled in befor
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Optional

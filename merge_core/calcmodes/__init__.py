@@ -46,7 +46,7 @@ class Calcmode:
     forced_mode: Optional[str] = None  # SuperMerger switches the mode to this one
     uses_beta: bool = False  # β (and an MBW β list) apply whatever the mode
     uses_gamma: bool = False
-    prepass: Optional["Prepass"] = None  # a whole-model statistic over `prepass_keys`, taken before the merge
+    prepass: Optional[Prepass] = None  # a whole-model statistic over `prepass_keys`, taken before the merge
     skip_key: Callable[[str], bool] = field(default=lambda key: False)  # keys left as A
     min_dim: int = 0  # tensors with fewer dimensions are left as A
     check: Optional[Callable] = None  # (alpha, beta, gamma) -> problem text or None, checked per key at plan time
