@@ -53,14 +53,16 @@ def adjusted(step: Step, t: torch.Tensor) -> torch.Tensor:
     return step.adjust.apply(t) if step.adjust is not None else t
 
 
-def merge_tensors(plan: Plan, step: Step, a, b, c=None, stats=None) -> Optional[torch.Tensor]:
+def merge_tensors(plan: Plan, step: Step, a, b, c=None, stats=None, out=None) -> Optional[torch.Tensor]:
     """The calcmode's result for one MERGE step from its operands (see `operands`), before Adjust and in any
-    dtype; None when the result is `a` unchanged and must not be adjusted either."""
+    dtype; None when the result is `a` unchanged and must not be adjusted either. `out`: see `evaluate`."""
     cm = plan.calcmode
     av, bv, cv, n = aligned(a, b, c)
     r = plan.recipe
+    if out is not None and (n is not None or out.shape != a.shape or out.dtype != a.dtype):
+        out = None
     p = KeyArgs(key=step.key, alpha=step.alpha, beta=step.beta, gamma=r.gamma, mode=plan.mode,
-                old_calc=r.use_old_calc, stats=stats, seed=r.seed)
+                old_calc=r.use_old_calc, stats=stats, seed=r.seed, out=out)
     try:
         result = cm.fn(av, bv, cv, p)
     except RuntimeError as e:  # torch's own words would not tell the user which key or why
@@ -98,9 +100,14 @@ def non_finite(plan: Plan, step: Step, read: Reader, names: Optional[dict] = Non
                                          f"(calcmode {plan.calcmode.name}, alpha {step.alpha}, beta {step.beta})")
 
 
-def evaluate(plan: Plan, step: Step, read: Reader, stats=None, names: Optional[dict] = None) -> torch.Tensor:
+def evaluate(plan: Plan, step: Step, read: Reader, stats=None, names: Optional[dict] = None,
+             out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The output tensor of `step`, in model A's dtype (the caller may get A's own tensor back: never modify
-    the result in place). `stats` is the calcmode's pre-pass result; `names` names the inputs in errors."""
+    the result in place). `stats` is the calcmode's pre-pass result; `names` names the inputs in errors.
+
+    `out`: a tensor the caller gives up, which the result may be written into instead of a new one (ComfyUI's
+    scratch copy of A: a fresh model-sized buffer per key costs more than the maths). It may be the very tensor
+    `read` gives for A, so a `read` of A after this call must not return it."""
     key = step.action
     if key is Action.KEEP:
         a = read("a", step.key)
@@ -112,12 +119,12 @@ def evaluate(plan: Plan, step: Step, read: Reader, stats=None, names: Optional[d
     if key is Action.RESET_IDS:
         return torch.arange(77, dtype=torch.int64).unsqueeze(0)
     a, b, c = operands(plan, step.key, step.reads_c, read)
-    out = merge_tensors(plan, step, a, b, c, stats)
-    if out is None:
+    result = merge_tensors(plan, step, a, b, c, stats, out)
+    if result is None:
         return a
-    if out is a and step.adjust is None:
+    if result is a and result is not out and step.adjust is None:  # A unchanged: nothing to check
         return a
-    out = adjusted(step, out).to(a.dtype)
+    out = adjusted(step, result).to(a.dtype)
     if not finite(out):
         raise non_finite(plan, step, read, names)
     return out

@@ -194,11 +194,16 @@ class LazyMerge:
         return {role: view.name for role, view in self.views.items()}
 
     def evaluate(self, step, device, a=None):
+        """`a`: A's tensor as ComfyUI hands it to the patch, a scratch copy that the result may overwrite (a
+        second read of A, to say which input holds NaN, goes to the model itself)."""
+        handed = [a]
+
         def read(role, key):
-            if role == "a" and a is not None:
-                return a
+            if role == "a" and handed[0] is not None:
+                t, handed[0] = handed[0], None
+                return t
             return self.views[role].get(key, device)
-        return merge_core.steps.evaluate(self.plan, step, read, self.stats, self.names())
+        return merge_core.steps.evaluate(self.plan, step, read, self.stats, self.names(), out=a)
 
     def whole(self, step, device):
         """The checkpoint tensor of a fused key, computed once for all its ComfyUI weights (which ComfyUI

@@ -1,4 +1,5 @@
 """SPEC §2: every calcmode against its oracles and properties, on real SD1/SDXL key names."""
+import dataclasses
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -274,9 +275,10 @@ def _frozen_extract(a, b, c, alpha, beta, gamma):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
-@pytest.mark.parametrize("shape", [(300, 77), (16, 4, 3, 3), (257,), (2, 300_001)])
+@pytest.mark.parametrize("shape", [(300, 77), (16, 4, 3, 3), (257,), (2, 300_001), (2 * 87360 + 1, 3), (385, 1280)])
 def test_in_place_train_difference_and_extract_equal_the_plain_formulas_bit_for_bit(dtype, shape):
     from merge_core.calcmodes import CALCMODES, KeyArgs
+    from merge_core.run import one_intra_thread
 
     g = torch.Generator().manual_seed(sum(shape))
     a, b, c = (torch.randn(shape, generator=g).to(dtype) for _ in range(3))
@@ -292,6 +294,53 @@ def test_in_place_train_difference_and_extract_equal_the_plain_formulas_bit_for_
         got, want = CALCMODES["trainDifference"].fn(a, b, c, p), _frozen_train_difference(a, b, c, alpha)
         assert got.dtype == want.dtype and torch.equal(got, want) and torch.equal(got.signbit(), want.signbit())
         p = KeyArgs(key="k", alpha=abs(alpha) % 1, beta=0.3, gamma=1.5, mode="add_difference")
-        got, want = CALCMODES["extract"].fn(a, b, c, p), _frozen_extract(a, b, c, abs(alpha) % 1, 0.3, 1.5)
+        with one_intra_thread():  # the plain formula's `**` gives other bits for some elements on more threads
+            want = _frozen_extract(a, b, c, abs(alpha) % 1, 0.3, 1.5)
+        got = CALCMODES["extract"].fn(a, b, c, p)
         assert got.dtype == want.dtype and torch.equal(got, want)
+        if dtype == torch.float32:  # a caller's scratch copy of A, given up for the result
+            scratch = a.clone()
+            got = CALCMODES["extract"].fn(scratch, b, c, dataclasses.replace(p, out=scratch))
+            assert torch.equal(got, want)
     assert all(torch.equal(t, u) and torch.equal(t.signbit(), u.signbit()) for t, u in zip((a, b, c), before))
+
+
+def _extract_step(a, b, c):
+    from merge_core import make_plan, DictSource, Inputs, Recipe
+    recipe = Recipe(model_a="A", model_b="B", model_c="C", mode="add_difference", calcmode="extract", alpha=0.3,
+                    beta=0.2, gamma=0.7)
+    plan = make_plan(recipe, Inputs(DictSource(a, "A"), DictSource(b, "B"), DictSource(c, "C")))
+    return plan, next(s for s in plan.merged() if s.key == KEY_LINEAR)
+
+
+KEY_LINEAR = "model.diffusion_model.input_blocks.1.1.proj_in.weight"
+
+
+def _handed_over(tensors, scratch):
+    """A reader as the ComfyUI patch has one: A's scratch copy on the first read, the model's A after."""
+    first = [scratch]
+
+    def read(role, key):
+        if role == "a" and first[0] is not None:
+            t, first[0] = first[0], None
+            return t
+        return tensors[role][key]
+    return read
+
+
+def test_a_result_written_into_the_callers_scratch_copy_of_a_is_the_merge_and_still_checked(sd1):
+    from merge_core.steps import evaluate
+
+    g = torch.Generator().manual_seed(5)  # a key large enough to be merged in blocks of rows
+    sds = {role: dict(sd, **{KEY_LINEAR: torch.randn(385, 1280, generator=g)}) for role, sd in zip("abc", sd1)}
+    plan, step = _extract_step(*sds.values())
+    want = evaluate(plan, step, lambda role, key: sds[role][key])
+    scratch = sds["a"][KEY_LINEAR].clone()
+    got = evaluate(plan, step, _handed_over(sds, scratch), out=scratch)
+    assert got.data_ptr() == scratch.data_ptr() and torch.equal(got, want)
+    # A result that overflows, written into A's own scratch, is still caught, and blamed on the merge, not on A
+    sds["a"][KEY_LINEAR][7, :] = 3e38
+    sds["b"][KEY_LINEAR][7, :] = -3e38
+    with pytest.raises(MergeError, match="the merge produced NaN or infinite values"):
+        scratch = sds["a"][KEY_LINEAR].clone()
+        evaluate(plan, step, _handed_over(sds, scratch), out=scratch)

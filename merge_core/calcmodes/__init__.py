@@ -2,7 +2,7 @@
 
 A calcmode function takes the aligned tensors of one key and its parameters and returns the merged tensor
 (any dtype: the executor casts to model A's), `a` itself for "unchanged", or `KEEP` for "unchanged and
-not adjusted" (trainDifference's B == C rule). It never modifies its inputs.
+not adjusted" (trainDifference's B == C rule). It never modifies its inputs, except `KeyArgs.out`.
 """
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ class KeyArgs:
     old_calc: bool = False
     stats: Any = None  # the result of the calcmode's pre-pass
     seed: int = 0
+    # A tensor of A's shape and dtype the caller gives up, which the result may be written into (see
+    # steps.evaluate). It may be `a` itself: a calcmode that uses it writes each part only after reading it.
+    out: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

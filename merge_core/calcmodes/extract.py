@@ -2,6 +2,7 @@ import torch
 from torch.nn.functional import cosine_similarity
 
 from . import register
+from ..kernels import by_rows, serial
 
 
 def _check(alpha, beta, gamma):
@@ -14,14 +15,20 @@ def _check(alpha, beta, gamma):
     return None
 
 
-@register("extract", modes=("add_difference",), reads_c=True, forced_mode="add_difference",
-          uses_beta=True, uses_gamma=True, check=_check, min_dim=1)
-def extract(a, b, c, p):
-    """A + lerp(B−A, C−A, α) · lerp(d, 1−d, β), d = ((cos + 1)/2)^γ row-wise on the last axis (SPEC §2.6)."""
+def _extract(a, b, c, alpha, beta, gamma):
     base = a.float()
     da = b.float() - base
     db = c.float() - base
     cos = cosine_similarity(da, db, -1).clamp(-1, 1).unsqueeze(-1)
-    d = ((cos + 1) / 2) ** p.gamma
-    out = torch.lerp(da, db, p.alpha, out=da).mul_(torch.lerp(d, 1 - d, p.beta))  # in place: no more buffers
+    d = serial(lambda x: x ** gamma, (cos + 1) / 2)
+    out = torch.lerp(da, db, alpha, out=da).mul_(torch.lerp(d, 1 - d, beta))  # in place: no more buffers
     return torch.add(base, out, out=out)
+
+
+@register("extract", modes=("add_difference",), reads_c=True, forced_mode="add_difference",
+          uses_beta=True, uses_gamma=True, check=_check, min_dim=1)
+def extract(a, b, c, p):
+    """A + lerp(B−A, C−A, α) · lerp(d, 1−d, β), d = ((cos + 1)/2)^γ row-wise on the last axis (SPEC §2.6)."""
+    # A row's result depends on that row alone: in blocks of rows its dozen temporaries stay in cache (a conv
+    # weight's rows are 3 wide, and allocating and streaming full-size temporaries cost more than the maths).
+    return by_rows(lambda x, y, z: _extract(x, y, z, p.alpha, p.beta, p.gamma), a, b, c, out=p.out)
