@@ -1,4 +1,5 @@
-"""Elementwise maths over large tensors in cache-sized chunks.
+"""Maths over large tensors in cache-sized pieces: elementwise chunks, blocks of whole rows, and one-thread slices
+where torch's threading would change the bits.
 
 `torch.lerp(a.float(), b.float(), w)` on a 50 M-element tensor allocates three fresh 200 MB buffers, and
 the kernel spends most of its time having the OS zero new pages. Running the same elementwise op chunk by
